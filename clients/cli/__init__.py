@@ -1,0 +1,1 @@
+"""The ``officium`` command line (Typer and rich) over the SDK."""

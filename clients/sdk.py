@@ -1,0 +1,552 @@
+"""A typed, synchronous Python client for the Officium HTTP API.
+
+One method per endpoint, returning the wire models of :mod:`core.schemas`. Problems the
+server reports come back as the matching :mod:`core.errors` class (``NotFound``,
+``Forbidden`` ...), so callers handle one error tree whether the fault was found on the
+server or on this side. Tests hand in an ``httpx.Client`` of their own (a Starlette
+``TestClient`` is one) to drive the real application in-process, without sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from core.errors import Invalid, OfficiumError, Unavailable, error_for_kind
+from core.schemas import (
+    AuditEvent,
+    AuditEventPage,
+    ChainCheck,
+    ContentStored,
+    DocumentPage,
+    DocumentState,
+    DocumentStatus,
+    Folder,
+    FolderCreate,
+    FolderList,
+    History,
+    Me,
+    Membership,
+    MembershipCreate,
+    MembershipList,
+    Office,
+    OfficeCreate,
+    OfficeList,
+    OwnerChange,
+    Person,
+    PersonCreate,
+    PersonList,
+    ReportBatch,
+    ReportBatchResult,
+    Role,
+    TokenCreate,
+    TokenCreated,
+    TokenInfo,
+    TokenList,
+    VerifyResult,
+    Version,
+    VersionList,
+    VersionReport,
+)
+
+__all__ = [
+    "API_PREFIX",
+    "CHUNK_SIZE",
+    "DEFAULT_URL",
+    "PROBLEM_TYPE_PREFIX",
+    "SHA256_HEADER",
+    "ContentMismatch",
+    "OfficiumClient",
+    "UnexpectedResponse",
+    "sha256_file",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8470"
+API_PREFIX = "/api/v1"
+PROBLEM_TYPE_PREFIX = "urn:officium:problem:"
+SHA256_HEADER = "X-Officium-SHA256"
+CHUNK_SIZE = 1024 * 1024
+
+_Model = TypeVar("_Model", bound=BaseModel)
+_EXCERPT = 200
+
+# Used only when an error response carries no body to explain itself (a HEAD request,
+# a bare proxy answer): the status is then all there is to go on.
+_KIND_BY_STATUS = {
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not-found",
+    409: "conflict",
+    413: "too-large",
+    422: "invalid",
+    502: "unavailable",
+    503: "unavailable",
+    504: "unavailable",
+}
+
+
+class UnexpectedResponse(OfficiumError):
+    """The server answered with something that is not an Officium answer."""
+
+    kind = "unexpected-response"
+    title = "Unexpected response"
+
+    def __init__(self, detail: str, *, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class ContentMismatch(OfficiumError):
+    """Downloaded bytes do not hash to the SHA-256 the server announced."""
+
+    kind = "content-mismatch"
+    title = "Content mismatch"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Lower-case hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        while chunk := source.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _segment(value: str | int) -> str:
+    """One URL path segment, with '/' and every other reserved character escaped."""
+    return quote(str(value), safe="")
+
+
+def _query(**params: Any) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def _wire(model: type[_Model], **fields: Any) -> _Model:
+    """Build a request model, turning a validation failure into ``Invalid``."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise Invalid(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+class OfficiumClient:
+    """A session with one Officium server, acting with one token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        http_client: httpx.Client | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Release the connection pool (a client handed in by the caller stays open)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> OfficiumClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- health
+
+    def health(self) -> bool:
+        """True when the server process answers ``/healthz``."""
+        self._send("GET", "/healthz", prefix="")
+        return True
+
+    def ready(self) -> bool:
+        """True when the server can reach its database and content store (``/readyz``)."""
+        try:
+            self._send("GET", "/readyz", prefix="")
+        except Unavailable:
+            return False
+        return True
+
+    def me(self) -> Me:
+        """Who the token speaks for, with the person's memberships."""
+        return self._get(Me, "/me")
+
+    # ------------------------------------------------------------- directory
+
+    def create_office(self, *, name: str, parent: str | None = None) -> Office:
+        """Add an office to the hierarchy, optionally under a parent office."""
+        body = _wire(OfficeCreate, name=name, parent=parent)
+        return self._post(Office, "/offices", body)
+
+    def list_offices(self) -> list[Office]:
+        """Every office."""
+        return self._get(OfficeList, "/offices").offices
+
+    def create_person(self, *, username: str, name: str | None = None) -> Person:
+        """Add a person; ``name`` is how they are printed."""
+        body = _wire(PersonCreate, username=username, name=name)
+        return self._post(Person, "/persons", body)
+
+    def list_persons(self) -> list[Person]:
+        """Every person."""
+        return self._get(PersonList, "/persons").persons
+
+    def create_membership(self, *, username: str, office: str, role: Role | str) -> Membership:
+        """Let a person act for an office with a role."""
+        body = _wire(MembershipCreate, username=username, office=office, role=role)
+        return self._post(Membership, "/memberships", body)
+
+    def list_memberships(
+        self, *, username: str | None = None, office: str | None = None
+    ) -> list[Membership]:
+        """Memberships, optionally of one person or of one office."""
+        params = _query(username=username, office=office)
+        return self._get(MembershipList, "/memberships", params=params).memberships
+
+    def create_token(
+        self,
+        *,
+        username: str | None = None,
+        folder: str | None = None,
+        label: str | None = None,
+    ) -> TokenCreated:
+        """A new token for a person or for a folder's agent; its secret is shown only here."""
+        body = _wire(TokenCreate, username=username, folder=folder, label=label)
+        return self._post(TokenCreated, "/tokens", body)
+
+    def list_tokens(self) -> list[TokenInfo]:
+        """Every token (without secrets)."""
+        return self._get(TokenList, "/tokens").tokens
+
+    def revoke_token(self, id: int) -> TokenInfo:
+        """Revoke a token; it stops working at once."""
+        return self._parse(TokenInfo, self._send("DELETE", f"/tokens/{_segment(id)}"))
+
+    # --------------------------------------------------------------- folders
+
+    def create_folder(self, *, name: str, root: str, default_owner: str | None = None) -> Folder:
+        """Register a watched folder with the root path its agent sees."""
+        body = _wire(FolderCreate, name=name, root=root, default_owner=default_owner)
+        return self._post(Folder, "/folders", body)
+
+    def list_folders(self) -> list[Folder]:
+        """Every registered folder."""
+        return self._get(FolderList, "/folders").folders
+
+    # ------------------------------------------------------ content, reports
+
+    def upload_content(self, sha256: str, source: bytes | str | os.PathLike[str]) -> ContentStored:
+        """Store bytes (or a file, streamed) under their SHA-256."""
+        path = f"/content/{_segment(sha256.lower())}"
+        headers = {"Content-Type": "application/octet-stream"}
+        if isinstance(source, bytes | bytearray | memoryview):
+            response = self._send("PUT", path, content=bytes(source), headers=headers)
+            return self._parse(ContentStored, response)
+        with open(source, "rb") as stream:
+            # A declared length lets the server refuse an oversized upload before reading it.
+            headers["Content-Length"] = str(os.fstat(stream.fileno()).st_size)
+            chunks = iter(lambda: stream.read(CHUNK_SIZE), b"")
+            response = self._send("PUT", path, content=chunks, headers=headers)
+        return self._parse(ContentStored, response)
+
+    def has_content(self, sha256: str) -> bool:
+        """True when the server already holds the bytes with this SHA-256."""
+        path = f"/content/{_segment(sha256.lower())}"
+        response = self._send("HEAD", path, allow={404})
+        return response.status_code != 404
+
+    def report(self, folder: str, reports: Sequence[VersionReport]) -> ReportBatchResult:
+        """Report what an agent saw in its folder; the batch is applied all or none."""
+        body = _wire(ReportBatch, reports=list(reports))
+        return self._post(ReportBatchResult, f"/folders/{_segment(folder)}/reports", body)
+
+    # ------------------------------------------------------------- documents
+
+    def list_documents(
+        self,
+        *,
+        folder: str | None = None,
+        prefix: str | None = None,
+        owner: str | None = None,
+        state: DocumentState | str | None = None,
+        deleted: bool | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> DocumentPage:
+        """One page of documents; pass ``page.next`` as ``after`` for the following one."""
+        params = _query(
+            folder=folder,
+            prefix=prefix,
+            owner=owner,
+            state=None if state is None else str(state),
+            deleted=deleted,
+            after=after,
+            limit=limit,
+        )
+        return self._get(DocumentPage, "/documents", params=params)
+
+    def iter_documents(
+        self,
+        *,
+        folder: str | None = None,
+        prefix: str | None = None,
+        owner: str | None = None,
+        state: DocumentState | str | None = None,
+        deleted: bool | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[DocumentStatus]:
+        """Every matching document, fetching page after page."""
+        after: int | None = None
+        while True:
+            page = self.list_documents(
+                folder=folder,
+                prefix=prefix,
+                owner=owner,
+                state=state,
+                deleted=deleted,
+                after=after,
+                limit=page_size,
+            )
+            yield from page.documents
+            if page.next is None:
+                return
+            after = page.next
+
+    def document(self, id: int) -> DocumentStatus:
+        """One document by id."""
+        return self._get(DocumentStatus, f"/documents/{_segment(id)}")
+
+    def lookup(self, folder: str, path: str) -> DocumentStatus:
+        """The document recorded at ``path`` in ``folder``."""
+        params = {"folder": folder, "path": path}
+        return self._get(DocumentStatus, "/documents/lookup", params=params)
+
+    def versions(self, id: int) -> list[Version]:
+        """Every recorded version of a document, oldest first."""
+        return self._get(VersionList, f"/documents/{_segment(id)}/versions").versions
+
+    def download(self, id: int, number: int, dest_path: str | os.PathLike[str]) -> str:
+        """Write a version's exact bytes to ``dest_path`` and return their checked SHA-256.
+
+        The bytes go to a temporary file beside ``dest_path`` and replace it only once
+        their hash matches the one the server announced, so a reader never sees a
+        partial or wrong file.
+        """
+        dest = Path(dest_path)
+        url = f"/documents/{_segment(id)}/versions/{_segment(number)}/content"
+        with self._stream("GET", url) as response:
+            announced = response.headers.get(SHA256_HEADER)
+            if not announced:
+                raise UnexpectedResponse(
+                    f"the server sent version {number} of document {id} without "
+                    f"its {SHA256_HEADER} header",
+                    status=response.status_code,
+                )
+            partial, digest = _receive(response, dest)
+        if digest != announced.lower():
+            with suppress(FileNotFoundError):
+                os.unlink(partial)
+            raise ContentMismatch(
+                f"version {number} of document {id} arrived with SHA-256 {digest}, "
+                f"but the server announced {announced.lower()}; nothing was written"
+            )
+        os.replace(partial, dest)
+        return digest
+
+    def history(self, id: int) -> History:
+        """Every version and every audit event of one document."""
+        return self._get(History, f"/documents/{_segment(id)}/history")
+
+    def change_owner(self, id: int, office: str, *, reason: str | None = None) -> DocumentStatus:
+        """Hand a document to another office."""
+        body = _wire(OwnerChange, office=office, reason=reason)
+        return self._post(DocumentStatus, f"/documents/{_segment(id)}/owner", body)
+
+    def verify(self, sha256: str) -> VerifyResult:
+        """Which recorded versions have exactly these bytes, and are they final."""
+        return self._get(VerifyResult, f"/verify/{_segment(sha256.lower())}")
+
+    # ----------------------------------------------------------------- audit
+
+    def audit_events(self, *, after: int = 0, limit: int | None = None) -> AuditEventPage:
+        """One page of audit events with ``seq`` greater than ``after``."""
+        params = _query(after=after, limit=limit)
+        return self._get(AuditEventPage, "/audit/events", params=params)
+
+    def iter_audit_events(
+        self, *, after: int = 0, page_size: int | None = None
+    ) -> Iterator[AuditEvent]:
+        """Every audit event after ``after``, in order, fetching page after page."""
+        while True:
+            page = self.audit_events(after=after, limit=page_size)
+            yield from page.events
+            if page.next is None or not page.events:
+                return
+            after = page.next
+
+    def audit_verify(self) -> ChainCheck:
+        """Ask the server to recompute the whole audit chain."""
+        return self._get(ChainCheck, "/audit/verify")
+
+    # ------------------------------------------------------------- transport
+
+    def _get(
+        self, model: type[_Model], path: str, *, params: Mapping[str, Any] | None = None
+    ) -> _Model:
+        return self._parse(model, self._send("GET", path, params=params))
+
+    def _post(self, model: type[_Model], path: str, body: BaseModel) -> _Model:
+        response = self._send(
+            "POST",
+            path,
+            content=body.model_dump_json(exclude_none=True).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        return self._parse(model, response)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        prefix: str = API_PREFIX,
+        params: Mapping[str, Any] | None = None,
+        content: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Request:
+        all_headers = {"Accept": "application/json, application/problem+json"}
+        if self._token:
+            all_headers["Authorization"] = f"Bearer {self._token}"
+        all_headers.update(headers or {})
+        return self._http.build_request(
+            method, prefix + path, params=params, content=content, headers=all_headers
+        )
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        allow: frozenset[int] | set[int] = frozenset(),
+        **request: Any,
+    ) -> httpx.Response:
+        """Send a request and return its answer, or raise the error it reports."""
+        with self._transport_errors():
+            response = self._http.send(self._request(method, path, **request))
+        if response.is_error and response.status_code not in allow:
+            raise self._error(response)
+        return response
+
+    @contextmanager
+    def _stream(self, method: str, path: str, **request: Any) -> Iterator[httpx.Response]:
+        with self._transport_errors():
+            response = self._http.send(self._request(method, path, **request), stream=True)
+            try:
+                if response.is_error:
+                    response.read()
+                    raise self._error(response)
+                yield response
+            finally:
+                response.close()
+
+    @contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.ConnectError as exc:
+            raise Unavailable(
+                f"cannot reach the Officium server at {self.base_url}: {exc}"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"the Officium server at {self.base_url} did not answer properly: "
+                f"{exc or type(exc).__name__}"
+            ) from exc
+
+    def _parse(self, model: type[_Model], response: httpx.Response) -> _Model:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise UnexpectedResponse(
+                f"{response.request.method} {response.request.url.path} answered with a body "
+                f"that is not a {model.__name__}: {_explain(exc)}",
+                status=response.status_code,
+            ) from None
+
+    def _error(self, response: httpx.Response) -> OfficiumError:
+        """The error an error response stands for, rebuilt from its problem document."""
+        status = response.status_code
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        if media_type == "application/problem+json":
+            problem = _json_or_none(response)
+            if isinstance(problem, dict):
+                problem_type = str(problem.get("type") or "")
+                kind = problem_type.removeprefix(PROBLEM_TYPE_PREFIX)
+                if kind == problem_type:
+                    kind = _KIND_BY_STATUS.get(status, "error")
+                detail = problem.get("detail") or problem.get("title") or f"HTTP {status}"
+                return error_for_kind(kind)(str(detail))
+        where = f"{response.request.method} {response.request.url.path}"
+        if not response.content:
+            kind = _KIND_BY_STATUS.get(status)
+            detail = f"{where} answered HTTP {status} {response.reason_phrase}".rstrip()
+            if kind is not None:
+                return error_for_kind(kind)(detail)
+            return UnexpectedResponse(detail, status=status)
+        excerpt = " ".join(response.text[:_EXCERPT].split())
+        if len(response.text) > _EXCERPT:
+            excerpt += " ..."
+        return UnexpectedResponse(
+            f"{where} answered HTTP {status} {response.reason_phrase}: {excerpt}", status=status
+        )
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _receive(response: httpx.Response, dest: Path) -> tuple[Path, str]:
+    """Stream a response body into a new file beside ``dest``; return it and its SHA-256."""
+    partial = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+    digest = hashlib.sha256()
+    # Mode 0o666 lets the umask decide, as for any file the user writes (mkstemp gives 0o600).
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in response.iter_bytes(CHUNK_SIZE):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+    return partial, digest.hexdigest()

@@ -1,0 +1,466 @@
+"""Wire schemas: the JSON that crosses HTTP between server, agent and clients.
+
+These pydantic models are the contract. The server's tables are separate (they stay
+inside the server); the agent and the clients import only this module.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from core.errors import Invalid
+from core.paths import check_text, normalise_path
+
+__all__ = [
+    "MAX_REPORTS_PER_BATCH",
+    "Awaiting",
+    "AuditEvent",
+    "AuditEventPage",
+    "ChainCheck",
+    "ContentStored",
+    "DocumentPage",
+    "DocumentState",
+    "DocumentStatus",
+    "Folder",
+    "FolderCreate",
+    "History",
+    "FolderList",
+    "Me",
+    "MembershipList",
+    "OfficeList",
+    "PersonList",
+    "TokenList",
+    "Membership",
+    "MembershipCreate",
+    "Office",
+    "OfficeCreate",
+    "OwnerChange",
+    "Person",
+    "PersonCreate",
+    "ReportBatch",
+    "ReportBatchResult",
+    "ReportKind",
+    "ReportOutcome",
+    "ReportResult",
+    "Role",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenInfo",
+    "VerifyMatch",
+    "VerifyResult",
+    "Version",
+    "VersionList",
+    "VersionRef",
+    "VersionReport",
+]
+
+MAX_REPORTS_PER_BATCH = 1000
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class Role(StrEnum):
+    """What a person may do for an office."""
+
+    member = "member"
+    approver = "approver"
+    auditor = "auditor"
+    admin = "admin"
+
+
+class DocumentState(StrEnum):
+    """Where a document stands in its approval life."""
+
+    draft = "draft"
+    in_review = "in_review"
+    approved = "approved"
+    rejected = "rejected"
+
+
+class ReportKind(StrEnum):
+    """What an agent saw happen to a path."""
+
+    created = "created"
+    modified = "modified"
+    renamed = "renamed"
+    deleted = "deleted"
+
+
+class ReportOutcome(StrEnum):
+    """What the register did with a version report."""
+
+    recorded = "recorded"  # a new version
+    unchanged = "unchanged"  # same bytes as the latest version: nothing new
+    moved = "moved"  # path changed, bytes unchanged
+    deleted = "deleted"
+    ignored = "ignored"  # nothing recorded at that path: nothing to do
+
+
+# Validators raise ValueError so that pydantic turns them into 422s with a message.
+def _value_error(check, value: str, **kwargs: Any) -> str:
+    try:
+        return check(value, **kwargs)
+    except Invalid as exc:
+        raise ValueError(exc.detail) from None
+
+
+def _sha256(value: str) -> str:
+    if not _SHA256.match(value):
+        raise ValueError("must be 64 hexadecimal digits (a SHA-256)")
+    return value.lower()
+
+
+def _commit(value: str) -> str:
+    if not _COMMIT.match(value):
+        raise ValueError("must be a full git commit id (40 or 64 lower-case hex digits)")
+    return value
+
+
+def _username(value: str) -> str:
+    if not _USERNAME.match(value):
+        raise ValueError(
+            "must be 1-64 characters: lower-case letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _text(value: str) -> str:
+    return _value_error(check_text, value, what="text")
+
+
+def _name(value: str) -> str:
+    value = _text(value).strip()
+    if not value:
+        raise ValueError("must not be blank")
+    if any(ord(ch) < 32 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _path(value: str) -> str:
+    return _value_error(normalise_path, value)
+
+
+Sha256 = Annotated[str, AfterValidator(_sha256)]
+CommitId = Annotated[str, AfterValidator(_commit)]
+Username = Annotated[str, AfterValidator(_username)]
+Name = Annotated[str, Field(max_length=200), AfterValidator(_name)]
+Text = Annotated[str, Field(max_length=2000), AfterValidator(_text)]
+RelPath = Annotated[str, Field(max_length=4096), AfterValidator(_path)]
+PathPrefix = Annotated[str, Field(max_length=4096), AfterValidator(_text)]
+Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------- directory
+
+
+class OfficeCreate(_Wire):
+    """A new office, optionally under a parent office."""
+
+    name: Name
+    parent: Name | None = None
+
+
+class Office(_Wire):
+    id: int
+    name: str
+    parent: str | None
+
+
+class PersonCreate(_Wire):
+    """A new person; ``name`` is how they are printed (defaults to the username)."""
+
+    username: Username
+    name: Name | None = None
+
+
+class Person(_Wire):
+    id: int
+    username: str
+    name: str
+
+
+class MembershipCreate(_Wire):
+    """A person acting for an office with a role."""
+
+    username: Username
+    office: Name
+    role: Role
+
+
+class Membership(_Wire):
+    id: int
+    username: str
+    office: str
+    role: Role
+
+
+class TokenCreate(_Wire):
+    """A token for a person (``username``) or for the agent of a folder (``folder``)."""
+
+    username: Username | None = None
+    folder: Name | None = None
+    label: Name | None = None
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> TokenCreate:
+        if (self.username is None) == (self.folder is None):
+            raise ValueError("give exactly one of 'username' (a person) or 'folder' (an agent)")
+        return self
+
+
+class TokenCreated(_Wire):
+    """A new token; the secret is shown here once and never again."""
+
+    id: int
+    token: str
+    username: str | None
+    folder: str | None
+
+
+class TokenInfo(_Wire):
+    id: int
+    username: str | None
+    folder: str | None
+    label: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class OfficeList(_Wire):
+    offices: list[Office]
+
+
+class PersonList(_Wire):
+    persons: list[Person]
+
+
+class MembershipList(_Wire):
+    memberships: list[Membership]
+
+
+class TokenList(_Wire):
+    tokens: list[TokenInfo]
+
+
+class Me(_Wire):
+    """Who the presented token speaks for."""
+
+    kind: str  # "person" or "agent"
+    username: str | None
+    name: str
+    folder: str | None
+    memberships: list[Membership]
+
+
+# ------------------------------------------------------------------- folders
+
+
+class FolderCreate(_Wire):
+    """A watched shared folder, named once, with the root path its agent sees."""
+
+    name: Name
+    root: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_text)]
+    default_owner: Name | None = None
+
+
+class Folder(_Wire):
+    id: int
+    name: str
+    root: str
+    default_owner: str | None
+
+
+class FolderList(_Wire):
+    folders: list[Folder]
+
+
+# ----------------------------------------------------------------- documents
+
+
+class VersionRef(_Wire):
+    number: int
+    sha256: str
+
+
+class Awaiting(_Wire):
+    """One party whose move it is: who, to do what, since when, by when."""
+
+    party: str
+    action: str
+    since: datetime
+    due: datetime | None
+
+
+class DocumentStatus(_Wire):
+    """A document as the register knows it now."""
+
+    id: int
+    folder: str
+    path: str
+    owner_office: str | None
+    state: DocumentState
+    deleted: bool
+    latest: VersionRef
+    final: VersionRef | None
+    awaiting: list[Awaiting]
+    created_at: datetime
+    updated_at: datetime
+
+
+class DocumentPage(_Wire):
+    """One page of documents; pass ``next`` back as ``after`` for the following page."""
+
+    documents: list[DocumentStatus]
+    next: int | None
+
+
+class Version(_Wire):
+    number: int
+    sha256: str
+    size: int
+    author: str  # a username, or "unknown"
+    author_hint: str | None
+    commit: str
+    observed_at: datetime
+    recorded_at: datetime
+
+
+class VersionList(_Wire):
+    document_id: int
+    versions: list[Version]
+
+
+class OwnerChange(_Wire):
+    """Hand a document to another office."""
+
+    office: Name
+    reason: Text | None = None
+
+
+class VerifyMatch(_Wire):
+    """One recorded (document, version) whose bytes are the ones asked about."""
+
+    document_id: int
+    folder: str
+    path: str
+    deleted: bool
+    number: int
+    is_latest: bool
+    is_final: bool
+    superseded_by: int | None
+
+
+class VerifyResult(_Wire):
+    sha256: str
+    matches: list[VerifyMatch]
+
+
+# ------------------------------------------------------------------- reports
+
+
+class VersionReport(_Wire):
+    """What an agent saw at one path of its folder, committed in one git commit."""
+
+    path: RelPath
+    kind: ReportKind
+    from_path: RelPath | None = None
+    sha256: Sha256 | None = None
+    size: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    commit: CommitId
+    author: Username | None = None
+    author_hint: Text | None = None
+    observed_at: datetime
+
+    @model_validator(mode="after")
+    def _shape(self) -> VersionReport:
+        has_content = self.kind is not ReportKind.deleted
+        if has_content and (self.sha256 is None or self.size is None):
+            raise ValueError(f"a '{self.kind}' report needs 'sha256' and 'size'")
+        if self.kind is ReportKind.renamed and self.from_path is None:
+            raise ValueError("a 'renamed' report needs 'from_path'")
+        if self.kind is not ReportKind.renamed and self.from_path is not None:
+            raise ValueError("'from_path' only goes with a 'renamed' report")
+        if self.from_path is not None and self.from_path == self.path:
+            raise ValueError("'from_path' and 'path' are the same")
+        if self.observed_at.tzinfo is None:
+            raise ValueError("'observed_at' needs a time zone (use UTC)")
+        return self
+
+
+class ReportBatch(_Wire):
+    """Reports from one or more commits, applied in order, all or none."""
+
+    reports: Annotated[list[VersionReport], Field(min_length=1, max_length=MAX_REPORTS_PER_BATCH)]
+
+
+class ReportResult(_Wire):
+    path: str
+    kind: ReportKind
+    outcome: ReportOutcome
+    document_id: int | None
+    version: VersionRef | None
+    replayed: bool
+    message: str
+
+
+class ReportBatchResult(_Wire):
+    results: list[ReportResult]
+
+
+class ContentStored(_Wire):
+    sha256: str
+    size: int
+    created: bool
+
+
+# --------------------------------------------------------------------- audit
+
+
+class AuditEvent(_Wire):
+    """One event of the trail, with the exact canonical text its hash covers."""
+
+    seq: int
+    hash: str
+    canonical: str
+    time: str
+    action: str
+    actor: dict[str, Any]
+    subject: dict[str, Any]
+    details: dict[str, Any]
+    prev: str
+
+
+class AuditEventPage(_Wire):
+    events: list[AuditEvent]
+    next: int | None
+
+
+class ChainCheck(_Wire):
+    """The result of recomputing the whole chain."""
+
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    first_broken_seq: int | None
+    reason: str | None
+
+
+class History(_Wire):
+    """Every version and every event of one document."""
+
+    document: DocumentStatus
+    versions: list[Version]
+    events: list[AuditEvent]

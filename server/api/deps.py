@@ -1,0 +1,74 @@
+"""What handlers are given: the database, the content store, and the checked caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from core.errors import Forbidden, Unauthenticated
+from core.schemas import Role
+from server.auth import Principal, resolve_token
+from server.content import ContentStore
+from server.db import Database
+from server.settings import Settings
+
+__all__ = ["Admin", "Auditor", "Caller", "Db", "Store", "Uploader", "get_settings"]
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `officium admin token create`.")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_store(request: Request) -> ContentStore:
+    return request.app.state.store
+
+
+Db = Annotated[Database, Depends(get_db)]
+Store = Annotated[ContentStore, Depends(get_store)]
+
+
+def current_principal(
+    db: Db, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller behind the bearer token, or 401."""
+    if credentials is None or not credentials.credentials:
+        raise Unauthenticated("send a token as 'Authorization: Bearer <token>'")
+    with db.reading() as session:
+        return resolve_token(session, credentials.credentials)
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def require_admin(caller: Caller) -> Principal:
+    """The caller, if they hold the admin role."""
+    caller.require(Role.admin, why="this")
+    return caller
+
+
+def require_auditor(caller: Caller) -> Principal:
+    """The caller, if they hold the auditor or admin role."""
+    if caller.has_role(Role.auditor) or caller.has_role(Role.admin):
+        return caller
+    raise Forbidden(f"reading the audit trail needs the auditor or admin role; "
+                    f"{caller.describe()} holds neither")
+
+
+def require_uploader(caller: Caller) -> Principal:
+    """The caller, if it is an agent or an admin (the ones who upload content)."""
+    if caller.is_agent or caller.has_role(Role.admin):
+        return caller
+    raise Forbidden(f"uploading content is for agents and admins; {caller.describe()} is neither")
+
+
+Admin = Annotated[Principal, Depends(require_admin)]
+Auditor = Annotated[Principal, Depends(require_auditor)]
+Uploader = Annotated[Principal, Depends(require_uploader)]

@@ -1,0 +1,260 @@
+"""Documents and their versions: what is recorded, where, whose, and which copy is which."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from core import schemas
+from core.errors import Conflict, Forbidden, NotFound
+from core.schemas import DocumentState, Role
+from server import audit
+from server.auth import Principal
+from server.directory import office_by_name
+from server.folders import folder_by_name
+from server.models import Document, Folder, Office, Person, Version, utcnow
+
+__all__ = [
+    "change_owner",
+    "document_history",
+    "document_status",
+    "get_document",
+    "list_documents",
+    "lookup_document",
+    "status_of",
+    "verify_copy",
+    "version_of",
+    "versions_of",
+]
+
+_OWNERLESS = "role:admin"
+
+
+def get_document(session: Session, document_id: int) -> Document:
+    """The document with this id, or ``NotFound``."""
+    document = session.get(Document, document_id)
+    if document is None:
+        raise NotFound(f"there is no document with id {document_id}")
+    return document
+
+
+def _awaiting(document: Document) -> list[schemas.Awaiting]:
+    if document.owner_office_id is None and not document.deleted:
+        return [
+            schemas.Awaiting(
+                party=_OWNERLESS, action="assign an owner", since=document.created_at, due=None
+            )
+        ]
+    return []
+
+
+def status_of(document: Document, *, folder: str, owner: str | None) -> schemas.DocumentStatus:
+    """The wire status of a document whose folder and owner names are known."""
+    return schemas.DocumentStatus(
+        id=document.id,
+        folder=folder,
+        path=document.path,
+        owner_office=owner,
+        state=DocumentState(document.state),
+        deleted=document.deleted,
+        latest=schemas.VersionRef(number=document.latest_number, sha256=document.latest_sha256),
+        final=None,
+        awaiting=_awaiting(document),
+        created_at=document.created_at,
+        updated_at=document.updated_at,
+    )
+
+
+def _status_query():
+    return (
+        select(Document, Folder.name, Office.name)
+        .join(Folder, Folder.id == Document.folder_id)
+        .outerjoin(Office, Office.id == Document.owner_office_id)
+    )
+
+
+def document_status(session: Session, document_id: int) -> schemas.DocumentStatus:
+    """Owner, state, latest version and whose move it is, for one document."""
+    row = session.exec(_status_query().where(Document.id == document_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"there is no document with id {document_id}")
+    document, folder, owner = row
+    return status_of(document, folder=folder, owner=owner)
+
+
+def lookup_document(session: Session, *, folder: str, path: str) -> schemas.DocumentStatus:
+    """The document at ``path`` in ``folder``: the live one, else the last deleted one there."""
+    row = session.exec(
+        _status_query()
+        .where(Folder.name == folder, Document.path == path)
+        .order_by(Document.deleted, Document.id.desc())
+        .limit(1)
+    ).one_or_none()
+    if row is None:
+        folder_by_name(session, folder)
+        raise NotFound(f"nothing is recorded at '{folder}:{path}'")
+    document, folder_name, owner = row
+    return status_of(document, folder=folder_name, owner=owner)
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def list_documents(
+    session: Session,
+    *,
+    folder: str | None = None,
+    prefix: str | None = None,
+    owner: str | None = None,
+    state: DocumentState | None = None,
+    deleted: bool | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> schemas.DocumentPage:
+    """One page of documents matching the filters, in id order."""
+    query = _status_query().where(Document.id > after)
+    if folder is not None:
+        query = query.where(Document.folder_id == folder_by_name(session, folder).id)
+    if prefix:
+        query = query.where(Document.path.like(_like_prefix(prefix), escape="\\"))
+    if owner is not None:
+        query = query.where(Document.owner_office_id == office_by_name(session, owner).id)
+    if state is not None:
+        query = query.where(Document.state == state.value)
+    if deleted is not None:
+        query = query.where(Document.deleted == deleted)
+    rows = session.exec(query.order_by(Document.id).limit(limit + 1)).all()
+    page = rows[:limit]
+    return schemas.DocumentPage(
+        documents=[status_of(d, folder=f, owner=o) for d, f, o in page],
+        next=page[-1][0].id if len(rows) > limit else None,
+    )
+
+
+def _version_wire(version: Version, author: str | None) -> schemas.Version:
+    return schemas.Version(
+        number=version.number,
+        sha256=version.sha256,
+        size=version.size,
+        author=author or "unknown",
+        author_hint=version.author_hint,
+        commit=version.commit,
+        observed_at=version.observed_at,
+        recorded_at=version.recorded_at,
+    )
+
+
+def _versions(session: Session, document_id: int) -> list[schemas.Version]:
+    rows = session.exec(
+        select(Version, Person.username)
+        .outerjoin(Person, Person.id == Version.author_person_id)
+        .where(Version.document_id == document_id)
+        .order_by(Version.number)
+    ).all()
+    return [_version_wire(version, author) for version, author in rows]
+
+
+def versions_of(session: Session, document_id: int) -> schemas.VersionList:
+    """Every version of a document, oldest first."""
+    get_document(session, document_id)
+    return schemas.VersionList(document_id=document_id, versions=_versions(session, document_id))
+
+
+def version_of(session: Session, *, document_id: int, number: int) -> Version:
+    """One version of a document, or ``NotFound``."""
+    document = get_document(session, document_id)
+    version = session.exec(
+        select(Version).where(Version.document_id == document_id, Version.number == number)
+    ).one_or_none()
+    if version is None:
+        raise NotFound(
+            f"document {document_id} has no version {number} "
+            f"(it has versions 1 to {document.latest_number})"
+        )
+    return version
+
+
+def document_history(session: Session, document_id: int) -> schemas.History:
+    """A document's status, every version and every event about it."""
+    return schemas.History(
+        document=document_status(session, document_id),
+        versions=_versions(session, document_id),
+        events=[audit.to_wire(row) for row in audit.document_events(session, document_id=document_id)],
+    )
+
+
+def verify_copy(session: Session, sha256: str) -> schemas.VerifyResult:
+    """Every recorded (document, version) whose bytes hash to ``sha256``."""
+    rows: Sequence = session.exec(
+        select(Version.number, Document, Folder.name)
+        .join(Document, Document.id == Version.document_id)
+        .join(Folder, Folder.id == Document.folder_id)
+        .where(Version.sha256 == sha256)
+        .order_by(Document.id, Version.number)
+    ).all()
+    matches = []
+    for number, document, folder in rows:
+        is_latest = number == document.latest_number
+        matches.append(
+            schemas.VerifyMatch(
+                document_id=document.id,
+                folder=folder,
+                path=document.path,
+                deleted=document.deleted,
+                number=number,
+                is_latest=is_latest,
+                is_final=False,
+                superseded_by=None if is_latest else number + 1,
+            )
+        )
+    return schemas.VerifyResult(sha256=sha256, matches=matches)
+
+
+def change_owner(
+    session: Session,
+    *,
+    principal: Principal,
+    document_id: int,
+    office: str,
+    reason: str | None,
+) -> schemas.DocumentStatus:
+    """Hand a document to another office (an admin, or an approver of its owner office)."""
+    document = session.exec(
+        select(Document).where(Document.id == document_id).with_for_update()
+    ).one_or_none()
+    if document is None:
+        raise NotFound(f"there is no document with id {document_id}")
+    target = office_by_name(session, office)
+    current = session.get(Office, document.owner_office_id) if document.owner_office_id else None
+    grant = principal.has_role(Role.admin)
+    if grant is None and current is not None:
+        grant = principal.has_role(Role.approver, office_id=current.id)
+    if grant is None:
+        owner_text = f"its owner office '{current.name}'" if current else "its owner office"
+        raise Forbidden(
+            f"handing over document {document_id} needs the admin role or the approver "
+            f"role in {owner_text}; {principal.describe()} holds neither"
+        )
+    if current is not None and current.id == target.id:
+        raise Conflict(f"document {document_id} is already owned by '{target.name}'")
+    document.owner_office_id = target.id
+    document.updated_at = utcnow()
+    session.add(document)
+    audit.append(
+        session,
+        actor=principal.actor(grant),
+        action="document.owner_changed",
+        subject={"document": document.id, "folder": document.folder_id},
+        details={"from": current.name if current else None, "to": target.name, "reason": reason},
+    )
+    folder = session.get(Folder, document.folder_id)
+    return status_of(document, folder=folder.name, owner=target.name)
+
+
+def count_documents(session: Session) -> int:
+    """How many documents are recorded (for metrics)."""
+    return session.exec(select(sa.func.count()).select_from(Document)).one()

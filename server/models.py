@@ -1,0 +1,202 @@
+"""The register's tables. They stay inside the server: the wire speaks core.schemas."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "ApiToken",
+    "AuditEvent",
+    "AuditHead",
+    "Document",
+    "Folder",
+    "Membership",
+    "Office",
+    "Person",
+    "Report",
+    "UTCDateTime",
+    "Version",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, timezone-aware."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Aware UTC datetimes on both engines (SQLite would otherwise drop the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _time(**kwargs) -> datetime:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, **kwargs)
+
+
+class Office(SQLModel, table=True):
+    """A unit of the organisation; documents belong to offices, not persons."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    parent_id: int | None = Field(default=None, foreign_key="office.id")
+    created_at: datetime = _time()
+
+
+class Person(SQLModel, table=True):
+    """Someone who acts for offices through memberships."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=200)
+    created_at: datetime = _time()
+
+
+class Membership(SQLModel, table=True):
+    """A person acting for an office with a role."""
+
+    __table_args__ = (sa.UniqueConstraint("person_id", "office_id", "role"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    office_id: int = Field(foreign_key="office.id", index=True)
+    role: str = Field(max_length=16)
+    created_at: datetime = _time()
+
+
+class Folder(SQLModel, table=True):
+    """A watched shared folder and the root path its agent sees."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    root: str = Field(max_length=4096)
+    default_owner_id: int | None = Field(default=None, foreign_key="office.id")
+    created_at: datetime = _time()
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token, stored as its SHA-256; it speaks for a person or a folder's agent."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    person_id: int | None = Field(default=None, foreign_key="person.id", index=True)
+    folder_id: int | None = Field(default=None, foreign_key="folder.id", index=True)
+    label: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _time()
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Document(SQLModel, table=True):
+    """One file of a folder, with a stable identity across edits, renames and deletion."""
+
+    __table_args__ = (
+        # At most one live document per path; deleted ones keep their last path.
+        sa.Index(
+            "uq_document_live_path",
+            "folder_id",
+            "path",
+            unique=True,
+            sqlite_where=sa.text("deleted = 0"),
+            postgresql_where=sa.text("deleted = false"),
+        ),
+        sa.Index("ix_document_folder_path", "folder_id", "path"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    folder_id: int = Field(foreign_key="folder.id")
+    path: str = Field(max_length=4096)
+    owner_office_id: int | None = Field(default=None, foreign_key="office.id", index=True)
+    state: str = Field(default="draft", max_length=16)
+    deleted: bool = Field(default=False)
+    latest_number: int
+    latest_sha256: str = Field(max_length=64)
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class Version(SQLModel, table=True):
+    """The exact bytes of a document at one save, numbered 1..n without gaps."""
+
+    __table_args__ = (sa.UniqueConstraint("document_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="document.id")
+    number: int
+    sha256: str = Field(max_length=64, index=True)
+    size: int = Field(sa_type=sa.BigInteger)
+    commit: str = Field(max_length=64)
+    author_person_id: int | None = Field(default=None, foreign_key="person.id")
+    author_hint: str | None = Field(default=None, max_length=2000)
+    observed_at: datetime = Field(sa_type=UTCDateTime)
+    recorded_at: datetime = _time()
+
+
+class Report(SQLModel, table=True):
+    """Every version report received, keyed for idempotent replay by (folder, commit, path)."""
+
+    __table_args__ = (sa.UniqueConstraint("folder_id", "commit", "path"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    folder_id: int = Field(foreign_key="folder.id")
+    commit: str = Field(max_length=64)
+    path: str = Field(max_length=4096)
+    kind: str = Field(max_length=16)
+    from_path: str | None = Field(default=None, max_length=4096)
+    sha256: str | None = Field(default=None, max_length=64)
+    size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    author_hint: str | None = Field(default=None, max_length=2000)
+    observed_at: datetime = Field(sa_type=UTCDateTime)
+    received_at: datetime = _time()
+    outcome: str = Field(max_length=16)
+    message: str = Field(max_length=500)
+    document_id: int | None = Field(default=None, foreign_key="document.id")
+    version_number: int | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """One link of the audit chain: its exact canonical bytes and their SHA-256.
+
+    The indexed columns repeat what the canonical bytes say, for queries; the bytes are
+    the record.
+    """
+
+    __tablename__ = "audit_event"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    time: datetime = Field(sa_type=UTCDateTime)
+    action: str = Field(max_length=64)
+    actor: str = Field(max_length=64)
+    document_id: int | None = Field(default=None, index=True)
+    folder_id: int | None = Field(default=None, index=True)
+    canonical: bytes = Field(sa_type=sa.LargeBinary)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The chain's head: one row, locked by every writer so appends are serial."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int
+    hash: str = Field(max_length=64)

@@ -1,0 +1,58 @@
+"""The server's settings: one object per process, read from ``OFFICIUM_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+GIB = 1024**3
+
+
+class Settings(BaseSettings):
+    """Everything a server process needs to know; nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="OFFICIUM_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("officium-data"),
+        description="Where the embedded SQLite database and the content store live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; unset means SQLite at DATA_DIR/officium.db.",
+    )
+    content_dir: Path | None = Field(
+        default=None,
+        description="The content store (shared storage when several replicas run); "
+        "unset means DATA_DIR/content.",
+    )
+    max_upload_bytes: int = Field(default=2 * GIB, ge=1)
+    max_json_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    bootstrap_token: SecretStr | None = Field(
+        default=None,
+        description="On an empty database, the first admin's token (for scripted set-ups).",
+    )
+    sqlite_synchronous: str = Field(
+        default="FULL",
+        pattern="^(FULL|NORMAL|EXTRA)$",
+        description="SQLite's synchronous pragma; FULL makes every commit durable.",
+    )
+    db_pool_size: int = Field(default=10, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8470, ge=0, le=65535)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'officium.db').resolve()}"
+
+    @property
+    def resolved_content_dir(self) -> Path:
+        """The content store's directory."""
+        return (self.content_dir or self.data_dir / "content").resolve()
