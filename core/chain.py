@@ -107,14 +107,18 @@ def verify_chain(
     for seq, data, stored_hash in events:
         reason = _first_fault(seq, data, stored_hash, expected, prev_hash)
         if reason is not None:
-            return ChainReport(checked, expected - 1, prev_hash, ChainBreak(min(seq, expected), reason))
+            return ChainReport(
+                checked, expected - 1, prev_hash, ChainBreak(min(seq, expected), reason)
+            )
         prev_hash = stored_hash
         expected += 1
         checked += 1
     return ChainReport(checked, expected - 1, prev_hash, None)
 
 
-def _first_fault(seq: int, data: bytes, stored_hash: str, expected: int, prev_hash: str) -> str | None:
+def _first_fault(
+    seq: int, data: bytes, stored_hash: str, expected: int, prev_hash: str
+) -> str | None:
     if seq != expected:
         return f"expected event {expected}, found {seq}: an event is missing or out of order"
     if sha256_hex(data) != stored_hash:

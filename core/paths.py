@@ -6,7 +6,7 @@ import re
 
 from core.errors import Invalid
 
-__all__ = ["MAX_PATH_LENGTH", "normalise_path", "check_text"]
+__all__ = ["MAX_PATH_LENGTH", "check_text", "normalise_path"]
 
 MAX_PATH_LENGTH = 4096
 _DRIVE = re.compile(r"^[A-Za-z]:")

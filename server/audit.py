@@ -124,9 +124,7 @@ def list_events(session: Session, *, after: int, limit: int) -> list[AuditEvent]
 
 def document_events(session: Session, *, document_id: int) -> list[AuditEvent]:
     """Every event whose subject is one document, in order."""
-    query = (
-        select(AuditEvent).where(AuditEvent.document_id == document_id).order_by(AuditEvent.seq)
-    )
+    query = select(AuditEvent).where(AuditEvent.document_id == document_id).order_by(AuditEvent.seq)
     return list(session.exec(query))
 
 
@@ -152,9 +150,14 @@ def check_chain(session: Session) -> ChainCheck:
     head = session.get(AuditHead, 1)
     first_broken = report.first_broken.seq if report.first_broken else None
     reason = report.first_broken.reason if report.first_broken else None
-    if first_broken is None and head is not None and (head.seq, head.hash) != (
-        report.head_seq,
-        report.head_hash,
+    if (
+        first_broken is None
+        and head is not None
+        and (head.seq, head.hash)
+        != (
+            report.head_seq,
+            report.head_hash,
+        )
     ):
         first_broken = min(head.seq, report.head_seq + 1)
         reason = "the chain ends before the recorded head: events at its tail are missing"

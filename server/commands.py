@@ -60,12 +60,18 @@ def serve(
     if workers == 1:
         from server.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level="warning")
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, log_level="warning"
+        )
     else:
         # Several processes need an import string; they read the same OFFICIUM_* settings.
         import os
 
         os.environ.update({f"OFFICIUM_{k.upper()}": str(v) for k, v in overrides.items()})
-        uvicorn.run("server.asgi:app", host=settings.host, port=settings.port,
-                    workers=workers, log_level="warning")
+        uvicorn.run(
+            "server.asgi:app",
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level="warning",
+        )

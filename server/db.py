@@ -110,5 +110,16 @@ class Database:
         except sa.exc.SQLAlchemyError as exc:
             raise Unavailable(f"the database is not answering: {type(exc).__name__}") from exc
 
+    def check_schema(self) -> None:
+        """Raise ``Unavailable`` unless the database is migrated to this code's revision."""
+        from server.migrate import current_revision, head_revision
+
+        current, head = current_revision(self.engine), head_revision()
+        if current != head:
+            raise Unavailable(
+                f"the database schema is at revision {current or 'none'}, this server needs "
+                f"{head}: run 'officium serve' once (it migrates) or 'alembic upgrade head'"
+            )
+
     def dispose(self) -> None:
         self.engine.dispose()

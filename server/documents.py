@@ -183,7 +183,9 @@ def document_history(session: Session, document_id: int) -> schemas.History:
     return schemas.History(
         document=document_status(session, document_id),
         versions=_versions(session, document_id),
-        events=[audit.to_wire(row) for row in audit.document_events(session, document_id=document_id)],
+        events=[
+            audit.to_wire(row) for row in audit.document_events(session, document_id=document_id)
+        ],
     )
 
 

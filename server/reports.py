@@ -135,7 +135,9 @@ def _check_content(report: VersionReport, store: ContentStore) -> None:
 def _live(session: Session, folder: Folder, path: str) -> Document | None:
     return session.exec(
         select(Document).where(
-            Document.folder_id == folder.id, Document.path == path, Document.deleted == False  # noqa: E712
+            Document.folder_id == folder.id,
+            Document.path == path,
+            Document.deleted == False,  # noqa: E712
         )
     ).one_or_none()
 
@@ -244,9 +246,7 @@ def _add_version(
 def _attribute(session: Session, report: VersionReport) -> tuple[int | None, str | None]:
     """The person a version is attributed to, and the raw hint kept beside it."""
     if report.author is not None:
-        person_id = session.exec(
-            select(Person.id).where(Person.username == report.author)
-        ).first()
+        person_id = session.exec(select(Person.id).where(Person.username == report.author)).first()
         if person_id is not None:
             return person_id, report.author_hint
         unknown = f"username '{report.author}' (not a registered person)"

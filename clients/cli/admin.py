@@ -116,7 +116,7 @@ def create_token(
     session: Session,
     username: Annotated[
         str | None,
-        typer.Argument(metavar="[USERNAME]", help="The person the token acts for."),
+        typer.Argument(metavar="USERNAME", help="The person the token acts for."),
     ] = None,
     folder: Annotated[
         str | None,
@@ -129,7 +129,7 @@ def create_token(
     """Create a token; its secret is printed this once and never again."""
     created = session.client.create_token(username=username, folder=folder, label=label)
     if session.as_json:
-        session.show(created, lambda: Text(created.token))
+        session.emit_json(created)
         return
     holder = f"person {created.username}" if created.username else f"folder {created.folder}"
     session.note(f"token {created.id} for {holder}; it is shown only this once:")

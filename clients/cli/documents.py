@@ -32,7 +32,7 @@ def list_documents(
     prefix: Annotated[
         str | None,
         typer.Argument(
-            metavar="[PREFIX]",
+            metavar="PREFIX",
             help="A folder name, FOLDER:path-prefix, or a local directory inside a watched folder.",
             show_default=False,
         ),
@@ -89,6 +89,7 @@ def verify(
     file: Annotated[
         Path,
         typer.Argument(
+            metavar="FILE",
             exists=True,
             dir_okay=False,
             readable=True,
@@ -111,7 +112,9 @@ def verify(
 def owner(
     session: Session,
     doc: DocArgument,
-    office: Annotated[str, typer.Argument(help="The office that takes the document over.")],
+    office: Annotated[
+        str, typer.Argument(metavar="OFFICE", help="The office that takes the document over.")
+    ],
     reason: Annotated[str | None, typer.Option(metavar="TEXT", help="Why, for the record.")] = None,
 ) -> None:
     """Hand a document over to another office."""

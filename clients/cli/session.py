@@ -68,10 +68,14 @@ class Session:
     ) -> None:
         """Print ``payload`` as JSON under ``--json``, otherwise what ``render`` builds."""
         if self.as_json:
-            data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
-            click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+            self.emit_json(payload)
         else:
             self.out.print(render())
+
+    def emit_json(self, payload: BaseModel | dict[str, Any]) -> None:
+        """Print ``payload`` as indented JSON on standard output."""
+        data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
     def note(self, message: str) -> None:
         """A remark for the person at the terminal, on standard error."""

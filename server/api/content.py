@@ -17,12 +17,13 @@ router = APIRouter(tags=["content"])
 @router.put(
     "/content/{sha256}",
     status_code=201,
-    openapi_extra={
-        "requestBody": {"content": {"application/octet-stream": {}}, "required": True}
-    },
+    openapi_extra={"requestBody": {"content": {"application/octet-stream": {}}, "required": True}},
 )
 async def upload_content(
-    sha256: Annotated[Sha256, Path()], request: Request, response: Response, store: Store,
+    sha256: Annotated[Sha256, Path()],
+    request: Request,
+    response: Response,
+    store: Store,
     _: Uploader,
 ) -> schemas.ContentStored:
     """Store bytes whose SHA-256 is ``sha256``; sending known bytes again changes nothing."""

@@ -58,8 +58,10 @@ def require_auditor(caller: Caller) -> Principal:
     """The caller, if they hold the auditor or admin role."""
     if caller.has_role(Role.auditor) or caller.has_role(Role.admin):
         return caller
-    raise Forbidden(f"reading the audit trail needs the auditor or admin role; "
-                    f"{caller.describe()} holds neither")
+    raise Forbidden(
+        f"reading the audit trail needs the auditor or admin role; "
+        f"{caller.describe()} holds neither"
+    )
 
 
 def require_uploader(caller: Caller) -> Principal:

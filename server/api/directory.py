@@ -13,6 +13,7 @@ from server.api.deps import Admin, Caller, Db
 
 router = APIRouter(tags=["directory"])
 
+
 @router.get("/me")
 def who_am_i(caller: Caller) -> schemas.Me:
     """Who the presented token speaks for, with their memberships."""
@@ -24,8 +25,10 @@ def create_office(body: schemas.OfficeCreate, db: Db, admin: Admin) -> schemas.O
     """Add an office to the hierarchy."""
     with db.writing() as session:
         return directory.create_office(
-            session, actor=admin.acting(Role.admin),
-            name=body.name, parent=body.parent,
+            session,
+            actor=admin.acting(Role.admin),
+            name=body.name,
+            parent=body.parent,
         )
 
 
@@ -41,8 +44,10 @@ def create_person(body: schemas.PersonCreate, db: Db, admin: Admin) -> schemas.P
     """Register a person."""
     with db.writing() as session:
         return directory.create_person(
-            session, actor=admin.acting(Role.admin),
-            username=body.username, name=body.name,
+            session,
+            actor=admin.acting(Role.admin),
+            username=body.username,
+            name=body.name,
         )
 
 
@@ -58,8 +63,11 @@ def grant_membership(body: schemas.MembershipCreate, db: Db, admin: Admin) -> sc
     """Let a person act for an office with a role."""
     with db.writing() as session:
         return directory.grant_membership(
-            session, actor=admin.acting(Role.admin),
-            username=body.username, office=body.office, role=body.role,
+            session,
+            actor=admin.acting(Role.admin),
+            username=body.username,
+            office=body.office,
+            role=body.role,
         )
 
 
@@ -80,8 +88,11 @@ def create_token(body: schemas.TokenCreate, db: Db, admin: Admin) -> schemas.Tok
     """Issue a token for a person or a folder's agent; the secret is shown only here."""
     with db.writing() as session:
         return directory.create_token(
-            session, actor=admin.acting(Role.admin),
-            username=body.username, folder=body.folder, label=body.label,
+            session,
+            actor=admin.acting(Role.admin),
+            username=body.username,
+            folder=body.folder,
+            label=body.label,
         )
 
 
@@ -96,6 +107,4 @@ def list_tokens(db: Db, _: Admin) -> schemas.TokenList:
 def revoke_token(token_id: Annotated[Id, Path()], db: Db, admin: Admin) -> schemas.TokenInfo:
     """Revoke a token."""
     with db.writing() as session:
-        return directory.revoke_token(
-            session, actor=admin.acting(Role.admin), token_id=token_id
-        )
+        return directory.revoke_token(session, actor=admin.acting(Role.admin), token_id=token_id)

@@ -33,8 +33,14 @@ def list_documents(
     """Documents matching the filters, one page at a time (pass ``next`` as ``after``)."""
     with db.reading() as session:
         return documents.list_documents(
-            session, folder=folder, prefix=prefix, owner=owner, state=state,
-            deleted=deleted, after=after, limit=limit,
+            session,
+            folder=folder,
+            prefix=prefix,
+            owner=owner,
+            state=state,
+            deleted=deleted,
+            after=after,
+            limit=limit,
         )
 
 
@@ -103,8 +109,11 @@ def change_owner(
     """Hand a document to another office."""
     with db.writing() as session:
         return documents.change_owner(
-            session, principal=caller, document_id=document_id,
-            office=body.office, reason=body.reason,
+            session,
+            principal=caller,
+            document_id=document_id,
+            office=body.office,
+            reason=body.reason,
         )
 
 

@@ -19,8 +19,11 @@ def create_folder(body: schemas.FolderCreate, db: Db, admin: Admin) -> schemas.F
     """Register a shared folder, with the root path its agent sees."""
     with db.writing() as session:
         return folders.create_folder(
-            session, actor=admin.acting(Role.admin),
-            name=body.name, root=body.root, default_owner=body.default_owner,
+            session,
+            actor=admin.acting(Role.admin),
+            name=body.name,
+            root=body.root,
+            default_owner=body.default_owner,
         )
 
 

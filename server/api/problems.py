@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import (
@@ -92,11 +93,24 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail = f"there is no such endpoint: {request.method} {request.url.path}"
         return problem(exc.status_code, kind, detail, detail, request.url.path)
 
+    @app.exception_handler(sa_exc.OperationalError)
+    async def _database_down(request: Request, exc: sa_exc.OperationalError):
+        log.warning("database error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return problem(
+            503,
+            Unavailable.kind,
+            Unavailable.title,
+            "the database did not answer in time; nothing was changed, try again",
+            request.url.path,
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return problem(
-            500, "internal", "Internal error",
+            500,
+            "internal",
+            "Internal error",
             "the server failed unexpectedly; the request changed nothing and was logged",
             request.url.path,
         )
