@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
@@ -158,10 +158,15 @@ class OfficiumClient:
         http_client: httpx.Client | None = None,
         timeout: float = 30.0,
     ) -> None:
+        """Talk to ``base_url`` (or through ``http_client``, which is then used as it is)."""
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def with_token(self, token: str) -> OfficiumClient:
+        """A client for the same server and connection pool, acting with another token."""
+        return OfficiumClient(self.base_url, token, http_client=self._http)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -176,12 +181,7 @@ class OfficiumClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # ---------------------------------------------------------------- health
-
-    def health(self) -> bool:
-        """True when the server process answers ``/healthz``."""
-        self._send("GET", "/healthz", prefix="")
-        return True
+    # ------------------------------------------------------------ who, ready
 
     def ready(self) -> bool:
         """True when the server can reach its database and content store (``/readyz``)."""
@@ -271,6 +271,13 @@ class OfficiumClient:
             headers["Content-Length"] = str(os.fstat(stream.fileno()).st_size)
             chunks = iter(lambda: stream.read(CHUNK_SIZE), b"")
             response = self._send("PUT", path, content=chunks, headers=headers)
+        return self._parse(ContentStored, response)
+
+    def upload_chunks(self, sha256: str, chunks: Iterable[bytes], *, size: int) -> ContentStored:
+        """Store streamed bytes of a known size under their SHA-256 (e.g. from git)."""
+        path = f"/content/{_segment(sha256.lower())}"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        response = self._send("PUT", path, content=iter(chunks), headers=headers)
         return self._parse(ContentStored, response)
 
     def has_content(self, sha256: str) -> bool:

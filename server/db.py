@@ -81,12 +81,12 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A session for queries; whatever it did is rolled back at the end."""
+        """A session for queries; closing it ends its transaction without committing.
+
+        (Closing rather than rolling back keeps loaded objects readable after the block.)
+        """
         with Session(self.engine, expire_on_commit=False) as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+            yield session
 
     @contextmanager
     def writing(self) -> Iterator[Session]:

@@ -208,6 +208,13 @@ def _add_version(
     session: Session, document: Document, actor: Actor, report: VersionReport
 ) -> Version:
     author_id, hint = _attribute(session, report)
+    # Bytes equal to an earlier version mean that version was put back (a restore).
+    restores = session.exec(
+        select(Version.number)
+        .where(Version.document_id == document.id, Version.sha256 == report.sha256)
+        .order_by(Version.number.desc())
+        .limit(1)
+    ).first()
     version = Version(
         document_id=document.id,
         number=document.latest_number + 1,
@@ -238,6 +245,7 @@ def _add_version(
             "author": report.author if author_id else None,
             "author_hint": hint,
             "observed_at": report.observed_at.isoformat(),
+            "same_bytes_as_version": restores,
         },
     )
     return version

@@ -7,7 +7,7 @@ from itertools import islice
 from typing import Annotated
 
 import typer
-from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from clients.cli import render
 from clients.cli.session import Session, client_command
@@ -60,8 +60,7 @@ def check(
     else:
         with Progress(
             SpinnerColumn(),
-            TextColumn("checking the audit chain"),
-            MofNCompleteColumn(),
+            TextColumn("checking the audit chain: {task.completed:.0f} events"),
             console=session.err,
             transient=True,
             disable=not session.err.is_terminal,

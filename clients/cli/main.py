@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import PackageNotFoundError, entry_points, version
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,13 +20,15 @@ __all__ = ["COMMAND_GROUP", "add_plugin_commands", "build_app", "main"]
 COMMAND_GROUP = "officium.commands"
 
 
-def _typer(help: str | None = None) -> typer.Typer:
+def _typer(help: str | None = None, **options: Any) -> typer.Typer:
+    if help is not None:
+        options["help"] = help
     # Locals in a traceback could include a token: never print them.
     return typer.Typer(
-        help=help,
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_show_locals=False,
+        **options,
     )
 
 
@@ -41,7 +43,7 @@ def _show_version(value: bool) -> None:
 
 def build_app() -> typer.Typer:
     """The ``officium`` application with every client command (no plug-ins)."""
-    app = _typer()
+    app = _typer(name="officium")
 
     @app.callback()
     def _root(
@@ -52,7 +54,7 @@ def build_app() -> typer.Typer:
             ),
         ] = False,
     ) -> None:
-        """Which version of a document is final, who owns it and approved it, what happened."""
+        """Which version is final, who owns it, who approved it, and what happened to it."""
 
     app.command("list")(documents.list_documents)
     app.command("status")(documents.status)

@@ -1,0 +1,138 @@
+"""The outbox's sender: uploads content, then reports, in commit order, until acknowledged.
+
+While the server is unreachable the recorder keeps committing and the sender retries
+with exponential backoff. Replays are harmless: the server keys reports by (folder,
+commit, path). A commit the server refuses for good (a 4xx other than authentication)
+is set aside in the outbox's ``refused`` table with the reason, so it cannot block the
+commits behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from pydantic import ValidationError
+
+from agent.gitrepo import GitRepo
+from agent.outbox import Outbox, PendingCommit
+from clients.sdk import OfficiumClient
+from core.errors import Conflict, Forbidden, Invalid, NotFound, OfficiumError, TooLarge
+from core.schemas import MAX_REPORTS_PER_BATCH, VersionReport
+
+__all__ = ["Sender"]
+
+log = logging.getLogger("officium.agent")
+_REFUSED = (Conflict, Invalid, NotFound, Forbidden, TooLarge)
+
+
+class Sender(threading.Thread):
+    """Drains one folder's outbox to the server."""
+
+    def __init__(
+        self,
+        *,
+        client: OfficiumClient,
+        folder: str,
+        outbox: Outbox,
+        repo: GitRepo,
+        stop: threading.Event,
+        retry_max_seconds: float,
+    ) -> None:
+        super().__init__(name=f"officium-sender-{folder}", daemon=True)
+        self.client = client
+        self.folder = folder
+        self.outbox = outbox
+        self.repo = repo  # its own GitRepo: GitPython's object readers are not thread-safe
+        self.stop_event = stop
+        self.retry_max = retry_max_seconds
+        self.idle = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        delay = 0.25
+        while not self.stop_event.is_set():
+            batch = self.outbox.peek(MAX_REPORTS_PER_BATCH // 2)
+            if not batch:
+                self.idle.set()
+                with self.outbox.changed:
+                    self.outbox.changed.wait(timeout=0.5)
+                continue
+            self.idle.clear()
+            try:
+                self._send(batch)
+                delay = 0.25
+            except _REFUSED as exc:
+                self._isolate(batch, exc)
+            except OfficiumError as exc:
+                log.warning(
+                    "cannot report to the server (%s); %d commit(s) wait in the outbox, "
+                    "retrying in %.1f s",
+                    exc.detail,
+                    self.outbox.pending_count(),
+                    delay,
+                )
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, self.retry_max)
+            finally:
+                self.repo.release()
+
+    def _send(self, batch: list[PendingCommit]) -> None:
+        reports = []
+        for pending in batch:
+            for report in pending.reports:
+                if report["sha256"] and not self.client.has_content(report["sha256"]):
+                    self.client.upload_chunks(
+                        report["sha256"],
+                        self.repo.blob_chunks(report["blob"]),
+                        size=report["size"],
+                    )
+                reports.append(_wire(pending.commit, report))
+        if reports:
+            self.client.report(self.folder, reports)
+        self.outbox.done([pending.commit for pending in batch])
+        self.sent += len(reports)
+
+    def _isolate(self, batch: list[PendingCommit], exc: OfficiumError) -> None:
+        if len(batch) > 1:
+            # Find the one commit at fault; send the ones before it.
+            for pending in batch:
+                try:
+                    self._send([pending])
+                except _REFUSED as single:
+                    self._refuse(pending, single)
+                    return
+            return
+        self._refuse(batch[0], exc)
+
+    def _refuse(self, pending: PendingCommit, exc: OfficiumError) -> None:
+        log.error(
+            "the server refused the reports of commit %s for good (%s); set aside in the "
+            "outbox's 'refused' table",
+            pending.commit[:12],
+            exc.detail,
+        )
+        self.outbox.refuse(pending, exc.detail)
+
+
+def _wire(commit: str, report: dict) -> VersionReport:
+    try:
+        return _build(commit, report)
+    except ValidationError as exc:
+        raise Invalid(
+            f"report for {report['path']!r} is not valid: {exc.errors()[0]['msg']}"
+        ) from exc
+
+
+def _build(commit: str, report: dict) -> VersionReport:
+    return VersionReport(
+        path=report["path"],
+        kind=report["kind"],
+        from_path=report["from_path"],
+        sha256=report["sha256"],
+        size=report["size"],
+        commit=commit,
+        author=report["author"],
+        author_hint=(report["author_hint"] or "")[:2000] or None,
+        observed_at=report["observed_at"],
+    )
