@@ -73,13 +73,13 @@ def agent(
     configure_logging()
     overrides = {"state_dir": state_dir} if state_dir else {}
     settings = AgentSettings(**overrides)
-    client = OfficiumClient(server, token)
     stop = threading.Event()
     stop_on_signals(stop)
-    run_agents(
-        [
-            FolderAgent(folder, settings=settings, client=client, name=name, poll=poll)
-            for folder in folders
-        ],
-        stop,
-    )
+    with OfficiumClient(server, token) as client:
+        run_agents(
+            [
+                FolderAgent(folder, settings=settings, client=client, name=name, poll=poll)
+                for folder in folders
+            ],
+            stop,
+        )

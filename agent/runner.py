@@ -148,6 +148,8 @@ class FolderAgent:
 
     def stop(self, *, drain_seconds: float = 5.0) -> None:
         """Stop watching; give the sender a moment to empty the outbox; release the lock."""
+        if self._lock_handle is None:
+            return  # never started, or already stopped
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
@@ -164,10 +166,9 @@ class FolderAgent:
             thread.join(timeout=10)
         if self.recorder is not None:
             self.recorder.repo.release()
-        if self.client is not None:
-            self.client.close()
         if self.outbox is not None:
             self.outbox.close()
+            self.outbox = None
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None
@@ -178,18 +179,25 @@ class FolderAgent:
         self.rescan_requested.set()
         self.dirty.wakeup.set()
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until nothing is dirty, pending or unsent (for tests and `up`)."""
+    def wait_idle(self, timeout: float, *, quiet: float = 0.3) -> bool:
+        """Wait until nothing has been dirty, pending or unsent for ``quiet`` seconds."""
         deadline = time.monotonic() + timeout
+        idle_since = None
         while time.monotonic() < deadline:
-            if (
+            idle = (
                 not len(self.dirty)
                 and not self.rescan_requested.is_set()
                 and self.outbox.pending_count() == 0
                 and self.sender.idle.is_set()
-            ):
+            )
+            now = time.monotonic()
+            if not idle:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            elif now - idle_since >= quiet:
                 return True
-            time.sleep(0.02)
+            time.sleep(0.01)
         return False
 
     # ---------------------------------------------------------------- internals

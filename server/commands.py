@@ -132,11 +132,9 @@ def up(
     configure_logging()
     stop = threading.Event()
     stop_on_signals(stop)
+    client = OfficiumClient(url, token)
     folder_agent = FolderAgent(
-        folder,
-        settings=AgentSettings(state_dir=data / "agent"),
-        client=OfficiumClient(url, token),
-        poll=poll,
+        folder, settings=AgentSettings(state_dir=data / "agent"), client=client, poll=poll
     )
     console.print(
         f"Officium is up at [bold]{url}[/bold], watching {folder.resolve()}.\n"
@@ -148,6 +146,7 @@ def up(
     try:
         run_agents([folder_agent], stop)
     finally:
+        client.close()
         server.should_exit = True
         thread.join(timeout=10)
 

@@ -215,3 +215,71 @@ def agent(http, office_and_folder) -> AgentDouble:
     response = http.post("/api/v1/tokens", json={"folder": "plans"}, headers=headers)
     assert response.status_code == 201, response.text
     return AgentDouble(http, response.json()["token"], "plans")
+
+
+@pytest.fixture
+def live_server(app):
+    """The app behind a real uvicorn server on a free loopback port; yields its URL."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the test server did not start"
+        thread.join(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def share(tmp_path) -> Path:
+    """An empty shared folder."""
+    folder = tmp_path / "share"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def start_agent(live_server, tmp_path):
+    """Starts FolderAgents on folders against the live server; stops them after the test."""
+    from agent.runner import FolderAgent
+    from agent.settings import AgentSettings
+    from clients.sdk import OfficiumClient
+
+    started = []
+    client = OfficiumClient(live_server, ADMIN_TOKEN)
+
+    def start(folder: Path, *, poll: bool = False, name: str | None = None, **settings):
+        settings.setdefault("state_dir", tmp_path / "agent-state")
+        settings.setdefault("poll_seconds", 0.1)
+        folder_agent = FolderAgent(
+            folder,
+            settings=AgentSettings(**settings),
+            client=client,
+            name=name,
+            poll=poll,
+        )
+        folder_agent.start()
+        started.append(folder_agent)
+        return folder_agent
+
+    yield start
+    for folder_agent in reversed(started):
+        folder_agent.stop(drain_seconds=0)
+    client.close()
+
+
+@pytest.fixture
+def live_admin(live_server):
+    """An SDK client for the live server, as the bootstrap admin."""
+    from clients.sdk import OfficiumClient
+
+    with OfficiumClient(live_server, ADMIN_TOKEN) as client:
+        yield client

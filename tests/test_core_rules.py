@@ -75,7 +75,7 @@ def test_bad_paths_are_refused_with_a_reason(raw, says):
 
 
 def test_refusal_names_what_was_checked():
-    with pytest.raises(Invalid, match="^from_path"):
+    with pytest.raises(Invalid, match=r"^from_path"):
         normalise_path("../x", what="from_path")
 
 
@@ -354,7 +354,9 @@ def test_a_check_resumes_from_a_trusted_point():
         (5, 2, 4, "missing or out of order"),  # events resumed one too early
     ],
 )
-def test_a_resumed_check_refuses_a_wrong_starting_point(start_seq, prev_index, first_broken, reason):
+def test_a_resumed_check_refuses_a_wrong_starting_point(
+    start_seq, prev_index, first_broken, reason
+):
     events = _chain(6)
     report = verify_chain(
         _triples(events[3:]), start_seq=start_seq, prev_hash=events[prev_index].hash
@@ -402,7 +404,7 @@ def _report(**fields) -> dict:
         {"kind": "deleted", "sha256": SHA, "size": 3},
         {"kind": "renamed", "from_path": "old/plan.docx", "sha256": SHA, "size": 3},
         {"kind": "modified", "sha256": SHA, "size": 3, "commit": "d" * 64},  # SHA-256 git
-        {"kind": "modified", "sha256": SHA, "size": 3, "author": "alice", "author_hint": "uid 1000"},
+        {"kind": "modified", "sha256": SHA, "size": 3, "author": "alice", "author_hint": "uid 9"},
         {"kind": "modified", "sha256": SHA, "size": 3, "observed_at": "2024-03-01T10:30:00+01:00"},
     ],
 )

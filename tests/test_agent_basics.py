@@ -1,0 +1,93 @@
+"""The agent end to end: a real folder, real inotify, real git, a real HTTP server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tests.conftest import sha
+
+
+def _versions(client, folder, path):
+    document = client.lookup(folder, path)
+    return document, client.versions(document.id)
+
+
+def test_a_save_becomes_one_recorded_version(share, start_agent, live_admin):
+    agent = start_agent(share)
+    (share / "plan.docx").write_bytes(b"first")
+    assert agent.wait_idle(10)
+    (share / "plan.docx").write_bytes(b"second")
+    assert agent.wait_idle(10)
+    document, versions = _versions(live_admin, "share", "plan.docx")
+    assert [v.sha256 for v in versions] == [sha(b"first"), sha(b"second")]
+    assert document.latest.number == 2
+
+
+def test_the_share_gets_no_git_dir_and_history_lives_in_the_state_dir(
+    share, start_agent, tmp_path
+):
+    agent = start_agent(share)
+    (share / "a.txt").write_bytes(b"a")
+    assert agent.wait_idle(10)
+    assert not (share / ".git").exists()
+    log = subprocess.run(
+        ["git", f"--git-dir={agent.state / 'repo.git'}", "log", "--format=%an|%cn|%s"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "Officium agent" in log
+    assert "officium: 1 change(s)" in log
+
+
+def test_reconcile_at_start_records_what_changed_while_down(share, start_agent, live_admin):
+    (share / "old.txt").write_bytes(b"before the agent")
+    agent = start_agent(share)
+    assert agent.wait_idle(10)
+    agent.stop()
+    (share / "old.txt").write_bytes(b"edited while down")
+    (share / "new.txt").write_bytes(b"created while down")
+    agent = start_agent(share)
+    assert agent.wait_idle(10)
+    _, versions = _versions(live_admin, "share", "old.txt")
+    assert [v.sha256 for v in versions] == [sha(b"before the agent"), sha(b"edited while down")]
+    assert live_admin.lookup("share", "new.txt").latest.sha256 == sha(b"created while down")
+
+
+def test_atomic_save_yields_one_version_of_the_target(share, start_agent, live_admin):
+    agent = start_agent(share)
+    (share / "report.odt").write_bytes(b"v1")
+    assert agent.wait_idle(10)
+    temp = share / ".report.odt.XYZ123"
+    temp.write_bytes(b"v2 complete")
+    os.replace(temp, share / "report.odt")
+    assert agent.wait_idle(10)
+    _, versions = _versions(live_admin, "share", "report.odt")
+    assert [v.sha256 for v in versions] == [sha(b"v1"), sha(b"v2 complete")]
+    names = {d.path for d in live_admin.iter_documents(folder="share")}
+    assert names == {"report.odt"}
+
+
+def test_rename_keeps_identity(share, start_agent, live_admin):
+    agent = start_agent(share)
+    (share / "draft.txt").write_bytes(b"text")
+    assert agent.wait_idle(10)
+    before = live_admin.lookup("share", "draft.txt")
+    (share / "sub").mkdir()
+    os.rename(share / "draft.txt", share / "sub" / "final.txt")
+    assert agent.wait_idle(10)
+    after = live_admin.lookup("share", "sub/final.txt")
+    assert after.id == before.id
+    assert after.latest.number == 1
+    assert any(e.action == "document.moved" for e in live_admin.history(after.id).events)
+
+
+def test_deletion_is_recorded_and_content_stays(share, start_agent, live_admin, tmp_path):
+    agent = start_agent(share)
+    (share / "gone.txt").write_bytes(b"keep me")
+    assert agent.wait_idle(10)
+    (share / "gone.txt").unlink()
+    assert agent.wait_idle(10)
+    document = live_admin.lookup("share", "gone.txt")
+    assert document.deleted
+    assert live_admin.download(document.id, 1, tmp_path / "copy") == sha(b"keep me")
+    assert (tmp_path / "copy").read_bytes() == b"keep me"
