@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
-import server.models  # noqa: F401  (the tables the migrations must match)
+import server.models  # registers the tables the migrations must match
 from core.chain import GENESIS_HASH
 from server import audit, directory
 from server.db import Database, make_engine
