@@ -107,9 +107,7 @@ def verify_chain(
     for seq, data, stored_hash in events:
         reason = _first_fault(seq, data, stored_hash, expected, prev_hash)
         if reason is not None:
-            return ChainReport(
-                checked, expected - 1, prev_hash, ChainBreak(min(seq, expected), reason)
-            )
+            return ChainReport(checked, expected - 1, prev_hash, ChainBreak(expected, reason))
         prev_hash = stored_hash
         expected += 1
         checked += 1

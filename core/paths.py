@@ -6,9 +6,12 @@ import re
 
 from core.errors import Invalid
 
-__all__ = ["MAX_PATH_LENGTH", "check_text", "normalise_path"]
+__all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "check_text", "normalise_path"]
 
-MAX_PATH_LENGTH = 4096
+# Filesystems cap a name at 255 bytes. A whole path is capped at 2,000 bytes of UTF-8 so
+# that every index over paths fits PostgreSQL's btree entry limit (2,704 bytes).
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 2000
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -43,7 +46,10 @@ def normalise_path(raw: str, *, what: str = "path") -> str:
         raise Invalid(f"{what} {raw!r} climbs out of its folder with '..'")
     if not parts:
         raise Invalid(f"{what} {raw!r} names no file")
+    for part in parts:
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            raise Invalid(f"{what} has a name over {MAX_NAME_BYTES} bytes: {part[:40]!r}...")
     clean = "/".join(parts)
-    if len(clean) > MAX_PATH_LENGTH:
-        raise Invalid(f"{what} is longer than {MAX_PATH_LENGTH} characters")
+    if len(clean.encode("utf-8")) > MAX_PATH_BYTES:
+        raise Invalid(f"{what} is longer than {MAX_PATH_BYTES} bytes of UTF-8")
     return clean

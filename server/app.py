@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Response
 from prometheus_client import (
@@ -14,7 +15,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from core.errors import TooLarge, Unavailable
+from core.errors import Invalid, TooLarge, Unavailable
 from server.api import audit, content, directory, documents, folders
 from server.api.problems import install_problem_handlers, problem
 from server.content import ContentStore
@@ -26,10 +27,14 @@ __all__ = ["create_app"]
 API_PREFIX = "/api/v1"
 
 
-class BodyLimit:
-    """Refuse JSON bodies over the limit before they are read into memory.
+class RequestGuard:
+    """Refuse, before the app sees them, requests no handler could read faithfully.
 
-    Content uploads are exempt: the content store streams them and applies its own limit.
+    - a path or query whose percent-escapes are not UTF-8 (the server would otherwise
+      see U+FFFD in their place and answer about a different name);
+    - a JSON body over the limit, by its Content-Length or, for a chunked body, by
+      reading at most the limit first. Content uploads are exempt: the content store
+      streams them and applies its own limit.
     """
 
     def __init__(self, app, *, max_bytes: int) -> None:
@@ -37,30 +42,65 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"].startswith(f"{API_PREFIX}/content/"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                response = problem(
-                    413,
-                    TooLarge.kind,
-                    TooLarge.title,
-                    f"the request body is {int(value)} bytes; the limit is {self.max_bytes}",
-                    scope["path"],
-                )
-                return await response(scope, receive, send)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
+        refusal = _undecodable(scope)
+        if refusal is not None:
+            return await problem(422, Invalid.kind, Invalid.title, refusal, scope["path"])(
+                scope, receive, send
+            )
+        if scope["path"].startswith(f"{API_PREFIX}/content/"):
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers", ())).get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_bytes:
+                return await self._too_large(scope, receive, send, int(length))
+            return await self.app(scope, receive, send)
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        # A chunked body: read it (at most the limit) before the app does.
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise TooLarge(f"the request body is over the limit of {self.max_bytes} bytes")
-            return message
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._too_large(scope, receive, send, None)
+        body = b"".join(chunks)
+        delivered = False
 
-        return await self.app(scope, limited_receive, send)
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _too_large(self, scope, receive, send, size: int | None):
+        said = f"is {size} bytes" if size is not None else "is longer than that"
+        response = problem(
+            413,
+            TooLarge.kind,
+            TooLarge.title,
+            f"the request body {said}; the limit for JSON requests is {self.max_bytes} bytes",
+            scope["path"],
+        )
+        return await response(scope, receive, send)
+
+
+def _undecodable(scope) -> str | None:
+    raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+    for what, raw in (("path", raw_path), ("query string", scope.get("query_string", b""))):
+        try:
+            unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"the request's {what} holds percent-escapes that are not valid UTF-8"
+    return None
 
 
 class Metrics:
@@ -147,6 +187,6 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         """Prometheus metrics of this process."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
+    app.add_middleware(RequestGuard, max_bytes=settings.max_json_bytes)
     app.add_middleware(Metrics, registry=registry)
     return app

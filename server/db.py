@@ -62,6 +62,8 @@ def _sqlite_engine(url: sa.URL, settings: Settings) -> Engine:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")
+        # Path prefixes are case-sensitive, as they are on PostgreSQL.
+        cursor.execute("PRAGMA case_sensitive_like=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")

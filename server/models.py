@@ -168,7 +168,7 @@ class Report(SQLModel, table=True):
     observed_at: datetime = Field(sa_type=UTCDateTime)
     received_at: datetime = _time()
     outcome: str = Field(max_length=16)
-    message: str = Field(max_length=500)
+    message: str = Field(sa_type=sa.Text)
     document_id: int | None = Field(default=None, foreign_key="document.id")
     version_number: int | None = None
 
@@ -182,7 +182,9 @@ class AuditEvent(SQLModel, table=True):
 
     __tablename__ = "audit_event"
 
-    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
     time: datetime = Field(sa_type=UTCDateTime)
     action: str = Field(max_length=64)
     actor: str = Field(max_length=64)
@@ -198,5 +200,5 @@ class AuditHead(SQLModel, table=True):
     __tablename__ = "audit_head"
 
     id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
-    seq: int
+    seq: int = Field(sa_type=sa.BigInteger)
     hash: str = Field(max_length=64)

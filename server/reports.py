@@ -21,6 +21,8 @@ from server.models import Document, Folder, Person, Report, Version, utcnow
 
 __all__ = ["record_reports"]
 
+_MAX_HINT = 2000  # the author_hint column's width
+
 
 def record_reports(
     session: Session,
@@ -59,7 +61,7 @@ def _apply(
         )
     ).one_or_none()
     if previous is not None:
-        return _replay(previous, report)
+        return _replay(session, previous, report)
     if report.kind is not ReportKind.deleted:
         _check_content(report, store)
     if report.kind is ReportKind.deleted:
@@ -103,7 +105,7 @@ def _result(row: Report, *, replayed: bool, sha256: str | None) -> schemas.Repor
     )
 
 
-def _replay(previous: Report, report: VersionReport) -> schemas.ReportResult:
+def _replay(session: Session, previous: Report, report: VersionReport) -> schemas.ReportResult:
     if (previous.kind, previous.sha256, previous.from_path) != (
         report.kind.value,
         report.sha256,
@@ -115,6 +117,14 @@ def _replay(previous: Report, report: VersionReport) -> schemas.ReportResult:
             + "; a report for the same commit and path cannot say something else"
         )
     sha = previous.sha256
+    if sha is None and previous.version_number is not None:
+        # A deletion carries no bytes: answer with the version it left as the latest.
+        sha = session.exec(
+            select(Version.sha256).where(
+                Version.document_id == previous.document_id,
+                Version.number == previous.version_number,
+            )
+        ).first()
     return _result(previous, replayed=True, sha256=sha)
 
 
@@ -258,7 +268,8 @@ def _attribute(session: Session, report: VersionReport) -> tuple[int | None, str
         if person_id is not None:
             return person_id, report.author_hint
         unknown = f"username '{report.author}' (not a registered person)"
-        return None, f"{unknown}; {report.author_hint}" if report.author_hint else unknown
+        hint = f"{unknown}; {report.author_hint}" if report.author_hint else unknown
+        return None, hint[:_MAX_HINT]
     return None, report.author_hint
 
 

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from server.app import create_app
 from server.models import AuditHead
-from tests.conftest import ADMIN_TOKEN, PG_URL, AgentDouble, sha
+from tests.conftest import ADMIN_TOKEN, AgentDouble, sha
 
 API = "/api/v1"
 
@@ -226,14 +226,6 @@ def _long_path(characters: int) -> str:
     return "/".join(digits[i : i + 200] for i in range(0, characters, 200))[:characters]
 
 
-@pytest.mark.xfail(
-    bool(PG_URL),
-    strict=True,
-    reason="bug: paths may be 4096 characters (core/paths.py) but PostgreSQL's btree indexes "
-    "on document(folder_id, path) and report(folder_id, commit, path) take at most 2704 bytes; "
-    "a longer path raises ProgramLimitExceeded, answered as 503 'the database did not answer "
-    "in time' (server/api/problems.py maps every OperationalError so)",
-)
 def test_a_long_path_is_recorded_or_refused_never_a_server_error(http, agent, app):
     agent.upload(b"x")
     for characters in (2000, 3000, 4096):
@@ -324,11 +316,6 @@ def test_a_json_body_over_the_limit_is_refused(limited):
         assert_problem(response, 413, "1024")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: server/app.py BodyLimit raises TooLarge from inside receive(); FastAPI's "
-    "body parsing turns any non-JSON error into a 400 'There was an error parsing the body'",
-)
 def test_a_streamed_json_body_over_the_limit_is_refused(limited):
     app, agent = limited
     chunks = [b'{"name": "', b"x" * 600, b"x" * 600, b'"}']
@@ -451,11 +438,6 @@ def test_a_malformed_body_is_invalid(http, app):
         each(MALFORMED_BODIES, check)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a JSON body that is not UTF-8 gets FastAPI's 400 'There was an error parsing "
-    "the body' instead of the contract's 422 invalid (server/api/problems.py could map it)",
-)
 def test_a_body_that_is_not_utf8_is_invalid(http, app):
     with nothing_written(app):
         response = http.post(f"{API}/offices", content=b'{"name": "\xff\xfe"}',
@@ -593,12 +575,6 @@ def test_nul_or_traversal_in_a_query_is_invalid(http, agent, app):
         each([(u,) for u in QUERIES_WITH_BAD_BYTES if "%00" in u or "%2e" in u], check)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: percent-escapes that are not UTF-8 in a query are silently replaced by U+FFFD "
-    "(Starlette's parse_qsl errors='replace'); the server answers 200/404 instead of refusing "
-    "them as not valid UTF-8 (a dependency could check the raw scope['query_string'])",
-)
 def test_invalid_utf8_in_a_query_is_invalid(http, agent, app):
     agent.save("a.txt", b"a")
 

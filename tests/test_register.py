@@ -17,7 +17,7 @@ from core.canonical import is_canonical
 from core.chain import GENESIS_HASH, verify_chain
 from server.auth import hash_token
 from server.models import AuditEvent, Document, Report, Version
-from tests.conftest import ADMIN_TOKEN, PG_URL, AgentDouble, sha
+from tests.conftest import ADMIN_TOKEN, AgentDouble, sha
 
 API = "/api/v1"
 
@@ -302,13 +302,6 @@ def test_versions_are_attributed_to_registered_persons_only(http, agent):
     assert "zed" in by_zed["author_hint"]
 
 
-@pytest.mark.xfail(
-    bool(PG_URL),
-    strict=True,
-    reason="bug: server/reports.py _attribute prefixes an unknown author's name to the hint, "
-    "which may already be 2000 characters (the wire limit); version.author_hint is "
-    "VARCHAR(2000), so PostgreSQL refuses the INSERT with DataError -> 500",
-)
 def test_a_longest_author_hint_is_kept_for_an_unknown_author(http, agent):
     hint = "opened by " + "h" * 1990
     saved = agent.save("a.txt", b"a", author="zed", author_hint=hint)
@@ -354,12 +347,6 @@ def test_the_same_commit_and_path_cannot_say_something_else(http, agent, app, tr
     assert trail.new() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: server/reports.py _replay answers with sha256=previous.sha256, which a "
-    "deletion report does not carry, so a replayed deletion says version=None where the first "
-    "answer named the latest version",
-)
 def test_a_replayed_deletion_answers_as_the_first_time(agent):
     agent.save("plan.docx", b"v1")
     entry = agent.entry("plan.docx", None, kind="deleted")
@@ -399,23 +386,17 @@ def test_a_rename_keeps_the_document_and_its_history(http, agent, trail):
         check_event(event)
 
 
-@pytest.mark.xfail(
-    bool(PG_URL),
-    strict=True,
-    reason="bug: server/models.py Report.message is VARCHAR(500) but server/reports.py puts "
-    "whole paths in it ('moved from ...', 'nothing is recorded at ...'); on PostgreSQL a path "
-    "over ~490 characters makes the INSERT fail with DataError -> 500",
-)
 def test_long_paths_are_moved_and_deleted_like_any_other(http, agent, trail):
-    old, new = "drafts/" + "x" * 600 + ".docx", "final/" + "x" * 600 + ".docx"
+    long = "/".join(["x" * 200] * 3)  # 600 characters in names within the 255-byte limit
+    old, new = f"drafts/{long}.docx", f"final/{long}.docx"
     saved = agent.save(old, b"v1")
     moved = agent.save(new, b"v1", kind="renamed", from_path=old)
     assert (moved["outcome"], moved["document_id"]) == ("moved", saved["document_id"])
     deleted = agent.report(agent.entry(new, None, kind="deleted"))["results"][0]
     assert deleted["outcome"] == "deleted"
-    ignored = agent.report(agent.entry("gone/" + "y" * 600, None, kind="deleted"))["results"][0]
+    ignored = agent.report(agent.entry("gone/" + long, None, kind="deleted"))["results"][0]
     assert ignored["outcome"] == "ignored"
-    fresh = agent.save("z/" + "z" * 600, b"v1", kind="renamed", from_path="q/" + "q" * 600)
+    fresh = agent.save("z/" + long, b"v1", kind="renamed", from_path="q/" + long)
     assert fresh["outcome"] == "recorded"
 
 
@@ -573,12 +554,6 @@ def test_documents_are_listed_by_filters(http, spread):
     assert found == {json.dumps(params): expected for params, expected in FILTERS}
 
 
-@pytest.mark.xfail(
-    not PG_URL,
-    strict=True,
-    reason="bug: server/documents.py list_documents filters the prefix with LIKE, which "
-    "SQLite compares case-insensitively for ASCII: prefix 'A' lists paths starting 'a'",
-)
 def test_a_path_prefix_is_case_sensitive(http, spread):
     assert listed(http, prefix="A") == []
     assert listed(http, prefix="ax") == []
@@ -773,13 +748,6 @@ def test_audit_events_are_paged_by_seq(http, staff, trail):
         "events": [], "next": None}
 
 
-@pytest.mark.xfail(
-    bool(PG_URL),
-    strict=True,
-    reason="bug: server/api/audit.py accepts after up to 2**62, but audit_event.seq is an "
-    "INTEGER column: on PostgreSQL after >= 2**31 binds as ::INTEGER and fails with "
-    "NumericValueOutOfRange -> 500 (make seq a BigInteger, or cap after at 2**31-1)",
-)
 def test_audit_events_after_any_accepted_seq_is_an_empty_page(http):
     for after in (2**31 - 1, 2**31, 2**62):
         assert call(http, "GET", "/audit/events", params={"after": after}) == {

@@ -87,6 +87,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode (not UTF-8, not JSON).
+            return problem(
+                422,
+                Invalid.kind,
+                Invalid.title,
+                "the request body could not be read as JSON (it must be UTF-8 JSON)",
+                request.url.path,
+            )
         kind = _KIND_OF_STATUS.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else "the request was refused"
         if exc.status_code == 404 and detail == "Not Found":
@@ -95,6 +104,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sa_exc.OperationalError)
     async def _database_down(request: Request, exc: sa_exc.OperationalError):
+        # Connection loss, lock timeouts: the request changed nothing and may be retried.
         log.warning("database error on %s %s: %s", request.method, request.url.path, exc.orig)
         return problem(
             503,

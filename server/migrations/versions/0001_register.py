@@ -18,7 +18,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "audit_event",
-        sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("action", sa.String(length=64), nullable=False),
         sa.Column("actor", sa.String(length=64), nullable=False),
@@ -37,7 +37,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -172,7 +172,7 @@ def upgrade() -> None:
         sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("outcome", sa.String(length=16), nullable=False),
-        sa.Column("message", sa.String(length=500), nullable=False),
+        sa.Column("message", sa.Text(), nullable=False),
         sa.Column("document_id", sa.Integer(), nullable=True),
         sa.Column("version_number", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
