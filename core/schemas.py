@@ -303,6 +303,17 @@ class Awaiting(_Wire):
     due: datetime | None
 
 
+class CopyOf(_Wire):
+    """The recorded version a document's first bytes were copied from."""
+
+    document_id: int
+    folder: str
+    path: str
+    number: int
+    is_final: bool
+    is_latest: bool
+
+
 class DocumentStatus(_Wire):
     """A document as the register knows it now."""
 
@@ -317,6 +328,9 @@ class DocumentStatus(_Wire):
     awaiting: list[Awaiting]
     created_at: datetime
     updated_at: datetime
+    note: str | None = None  # e.g. "final v3; working copy v4 differs"
+    review_id: int | None = None  # the open review, if any
+    copy_of: CopyOf | None = None
 
 
 class DocumentPage(_Wire):
@@ -464,3 +478,132 @@ class History(_Wire):
     document: DocumentStatus
     versions: list[Version]
     events: list[AuditEvent]
+
+
+# ------------------------------------------------------------------- reviews
+
+
+class ReviewCreate(_Wire):
+    """Ask for approval of one version (default: the latest) under a policy."""
+
+    parties: Annotated[
+        list[Annotated[str, Field(max_length=300), AfterValidator(_text)]],
+        Field(min_length=1, max_length=50),
+    ]
+    mode: Annotated[str, Field(max_length=32)] = "all"
+    due: datetime | None = None
+    comment: Text | None = None
+    version: Id | None = None
+    separation_of_duties: bool = True
+
+    @model_validator(mode="after")
+    def _aware(self) -> ReviewCreate:
+        if self.due is not None and self.due.tzinfo is None:
+            raise ValueError("'due' needs a time zone (use UTC)")
+        return self
+
+
+class DecisionCreate(_Wire):
+    """Approve or reject the open review (a rejection needs a comment)."""
+
+    verdict: Annotated[str, Field(pattern="^(approve|reject)$")]
+    comment: Text | None = None
+    signature: Annotated[str, Field(max_length=1000)] | None = None  # client-side JWS
+
+
+class DecisionView(_Wire):
+    id: int
+    party: str
+    username: str
+    name: str
+    office: str | None
+    verdict: str
+    comment: str | None
+    decided_at: datetime
+    payload: str  # the canonical JSON both signatures cover
+    signature: str  # the server's detached JWS
+    client_signature: str | None
+
+
+class ReviewView(_Wire):
+    """A review: what is pinned, under which policy, who decided, whose move it is."""
+
+    id: int
+    document_id: int
+    version: VersionRef
+    pinned_is_latest: bool
+    state: str
+    mode: str
+    parties: list[str]
+    due: datetime | None
+    separation_of_duties: bool
+    comment: str | None
+    submitted_by: str
+    submitted_at: datetime
+    concluded_at: datetime | None
+    decisions: list[DecisionView]
+    awaiting: list[Awaiting]
+
+
+class ReviewList(_Wire):
+    reviews: list[ReviewView]
+
+
+class FinalVersion(_Wire):
+    """Which version is final: the pinned version of the latest approved review."""
+
+    document_id: int
+    number: int
+    sha256: str
+    approved_at: datetime
+    review_id: int
+    approvers: list[DecisionView]
+
+
+class InboxItem(_Wire):
+    document_id: int
+    folder: str
+    path: str
+    action: str
+    since: datetime
+    due: datetime | None
+    review_id: int | None = None
+
+
+class Inbox(_Wire):
+    items: list[InboxItem]
+
+
+class Acknowledgement(_Wire):
+    document_id: int
+    username: str
+    number: int
+    sha256: str
+    acknowledged_at: datetime
+
+
+class AcknowledgementList(_Wire):
+    """Who in the owner office and among subscribers has seen the current final version."""
+
+    document_id: int
+    final: VersionRef | None
+    acknowledged: list[Acknowledgement]
+    pending: list[str]
+
+
+class PublicKey(_Wire):
+    kid: str
+    username: str | None  # None: the server's own key
+    jwk: dict[str, Any]
+    created_at: datetime
+    retired_at: datetime | None
+
+
+class PublicKeyList(_Wire):
+    keys: list[PublicKey]
+
+
+class PublicKeyCreate(_Wire):
+    """Register a person's own Ed25519 public key (a JWK) for client-side signing."""
+
+    jwk: dict[str, str]

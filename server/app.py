@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from urllib.parse import unquote_to_bytes
 
+import anyio
 from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,11 +21,13 @@ from prometheus_client import (
 )
 
 from core.errors import Invalid, TooLarge, Unavailable
-from server.api import audit, content, directory, documents, folders
+from server.api import audit, content, directory, documents, folders, reviews
 from server.api.problems import install_problem_handlers, problem
 from server.content import ContentStore
 from server.db import Database, make_engine
+from server.models import utcnow
 from server.settings import Settings
+from server.signing import ServerSigner, load_or_create_key
 
 __all__ = ["create_app"]
 
@@ -142,17 +149,45 @@ class Metrics:
             self.requests.labels(scope["method"], route, str(status)).inc()
 
 
-def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
-    """Build the application for these settings (the database must already be migrated)."""
+async def _escalation_sweeper(app: FastAPI, every: float = 60.0) -> None:
+    """Record overdue reviews' escalations once a minute (idempotent across replicas)."""
+    from server import reviews
+
+    def sweep() -> None:
+        with app.state.db.writing() as session:
+            reviews.escalate_overdue(session, now=app.state.clock())
+
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await anyio.to_thread.run_sync(sweep)
+        except Exception:
+            logging.getLogger("officium.server").exception("escalation sweep failed")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    """Build the application for these settings (the database must already be migrated).
+
+    ``clock`` is the time every handler sees; tests pass one they can move.
+    """
     db = database or Database(make_engine(settings))
     store = ContentStore(settings.resolved_content_dir, max_bytes=settings.max_upload_bytes)
     store.prepare()
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        yield
-        if database is None:
-            db.dispose()
+    async def lifespan(app: FastAPI):
+        sweeper = asyncio.create_task(_escalation_sweeper(app))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            if database is None:
+                db.dispose()
 
     app = FastAPI(
         title="Officium",
@@ -163,9 +198,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.settings = settings
     app.state.db = db
     app.state.store = store
+    app.state.clock = clock
+    app.state.signer = ServerSigner(load_or_create_key(settings.resolved_signing_key_file))
     install_problem_handlers(app)
     registry = CollectorRegistry()
-    for module in (directory, folders, documents, content, audit):
+    for module in (directory, folders, documents, reviews, content, audit):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["operations"])

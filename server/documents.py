@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -10,11 +11,11 @@ from sqlmodel import Session, select
 from core import schemas
 from core.errors import Conflict, Forbidden, NotFound
 from core.schemas import DocumentState, Role
-from server import audit
+from server import audit, reviews
 from server.auth import Principal
 from server.directory import office_by_name
 from server.folders import folder_by_name
-from server.models import Document, Folder, Office, Person, Version, utcnow
+from server.models import Document, Folder, Office, Person, Version
 
 __all__ = [
     "change_owner",
@@ -29,8 +30,6 @@ __all__ = [
     "versions_of",
 ]
 
-_OWNERLESS = "role:admin"
-
 
 def get_document(session: Session, document_id: int) -> Document:
     """The document with this id, or ``NotFound``."""
@@ -40,18 +39,17 @@ def get_document(session: Session, document_id: int) -> Document:
     return document
 
 
-def _awaiting(document: Document) -> list[schemas.Awaiting]:
-    if document.owner_office_id is None and not document.deleted:
-        return [
-            schemas.Awaiting(
-                party=_OWNERLESS, action="assign an owner", since=document.created_at, due=None
-            )
-        ]
-    return []
-
-
-def status_of(document: Document, *, folder: str, owner: str | None) -> schemas.DocumentStatus:
+def status_of(
+    session: Session, document: Document, *, folder: str, owner: str | None, now: datetime
+) -> schemas.DocumentStatus:
     """The wire status of a document whose folder and owner names are known."""
+    awaiting, review_id = reviews.document_awaiting(session, document, now=now)
+    final = None
+    note = None
+    if document.final_number is not None:
+        final = schemas.VersionRef(number=document.final_number, sha256=document.final_sha256)
+        if document.latest_number != document.final_number:
+            note = f"final v{document.final_number}; working copy v{document.latest_number} differs"
     return schemas.DocumentStatus(
         id=document.id,
         folder=folder,
@@ -60,10 +58,32 @@ def status_of(document: Document, *, folder: str, owner: str | None) -> schemas.
         state=DocumentState(document.state),
         deleted=document.deleted,
         latest=schemas.VersionRef(number=document.latest_number, sha256=document.latest_sha256),
-        final=None,
-        awaiting=_awaiting(document),
+        final=final,
+        awaiting=awaiting,
         created_at=document.created_at,
         updated_at=document.updated_at,
+        note=note,
+        review_id=review_id,
+        copy_of=_copy_of(session, document),
+    )
+
+
+def _copy_of(session: Session, document: Document) -> schemas.CopyOf | None:
+    if document.copy_of_document_id is None:
+        return None
+    row = session.exec(
+        select(Document, Folder.name)
+        .join(Folder, Folder.id == Document.folder_id)
+        .where(Document.id == document.copy_of_document_id)
+    ).one()
+    source, folder = row
+    return schemas.CopyOf(
+        document_id=source.id,
+        folder=folder,
+        path=source.path,
+        number=document.copy_of_number,
+        is_final=source.final_number == document.copy_of_number,
+        is_latest=source.latest_number == document.copy_of_number,
     )
 
 
@@ -75,16 +95,18 @@ def _status_query():
     )
 
 
-def document_status(session: Session, document_id: int) -> schemas.DocumentStatus:
-    """Owner, state, latest version and whose move it is, for one document."""
+def document_status(session: Session, document_id: int, *, now: datetime) -> schemas.DocumentStatus:
+    """Owner, state, latest and final version and whose move it is, for one document."""
     row = session.exec(_status_query().where(Document.id == document_id)).one_or_none()
     if row is None:
         raise NotFound(f"there is no document with id {document_id}")
     document, folder, owner = row
-    return status_of(document, folder=folder, owner=owner)
+    return status_of(session, document, folder=folder, owner=owner, now=now)
 
 
-def lookup_document(session: Session, *, folder: str, path: str) -> schemas.DocumentStatus:
+def lookup_document(
+    session: Session, *, folder: str, path: str, now: datetime
+) -> schemas.DocumentStatus:
     """The document at ``path`` in ``folder``: the live one, else the last deleted one there."""
     row = session.exec(
         _status_query()
@@ -96,7 +118,7 @@ def lookup_document(session: Session, *, folder: str, path: str) -> schemas.Docu
         folder_by_name(session, folder)
         raise NotFound(f"nothing is recorded at '{folder}:{path}'")
     document, folder_name, owner = row
-    return status_of(document, folder=folder_name, owner=owner)
+    return status_of(session, document, folder=folder_name, owner=owner, now=now)
 
 
 def _like_prefix(prefix: str) -> str:
@@ -114,6 +136,7 @@ def list_documents(
     deleted: bool | None = None,
     after: int = 0,
     limit: int = 100,
+    now: datetime,
 ) -> schemas.DocumentPage:
     """One page of documents matching the filters, in id order."""
     query = _status_query().where(Document.id > after)
@@ -130,7 +153,7 @@ def list_documents(
     rows = session.exec(query.order_by(Document.id).limit(limit + 1)).all()
     page = rows[:limit]
     return schemas.DocumentPage(
-        documents=[status_of(d, folder=f, owner=o) for d, f, o in page],
+        documents=[status_of(session, d, folder=f, owner=o, now=now) for d, f, o in page],
         next=page[-1][0].id if len(rows) > limit else None,
     )
 
@@ -178,10 +201,10 @@ def version_of(session: Session, *, document_id: int, number: int) -> Version:
     return version
 
 
-def document_history(session: Session, document_id: int) -> schemas.History:
+def document_history(session: Session, document_id: int, *, now: datetime) -> schemas.History:
     """A document's status, every version and every event about it."""
     return schemas.History(
-        document=document_status(session, document_id),
+        document=document_status(session, document_id, now=now),
         versions=_versions(session, document_id),
         events=[
             audit.to_wire(row) for row in audit.document_events(session, document_id=document_id)
@@ -209,7 +232,7 @@ def verify_copy(session: Session, sha256: str) -> schemas.VerifyResult:
                 deleted=document.deleted,
                 number=number,
                 is_latest=is_latest,
-                is_final=False,
+                is_final=number == document.final_number,
                 superseded_by=None if is_latest else number + 1,
             )
         )
@@ -223,8 +246,12 @@ def change_owner(
     document_id: int,
     office: str,
     reason: str | None,
+    now: datetime,
 ) -> schemas.DocumentStatus:
-    """Hand a document to another office (an admin, or an approver of its owner office)."""
+    """Hand a document to another office (an admin, or an approver of its owner office).
+
+    Its open review, if any, moves with it: reviews belong to the document.
+    """
     document = session.exec(
         select(Document).where(Document.id == document_id).with_for_update()
     ).one_or_none()
@@ -244,17 +271,23 @@ def change_owner(
     if current is not None and current.id == target.id:
         raise Conflict(f"document {document_id} is already owned by '{target.name}'")
     document.owner_office_id = target.id
-    document.updated_at = utcnow()
+    document.updated_at = now
     session.add(document)
     audit.append(
         session,
         actor=principal.actor(grant),
         action="document.owner_changed",
         subject={"document": document.id, "folder": document.folder_id},
-        details={"from": current.name if current else None, "to": target.name, "reason": reason},
+        details={
+            "from": current.name if current else None,
+            "to": target.name,
+            "reason": reason,
+            "open_review": getattr(reviews.open_review(session, document.id), "id", None),
+        },
+        time=now,
     )
     folder = session.get(Folder, document.folder_id)
-    return status_of(document, folder=folder.name, owner=target.name)
+    return status_of(session, document, folder=folder.name, owner=target.name, now=now)
 
 
 def count_documents(session: Session) -> int:

@@ -8,15 +8,20 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "Acknowledgement",
     "ApiToken",
     "AuditEvent",
     "AuditHead",
+    "Decision",
     "Document",
     "Folder",
     "Membership",
     "Office",
     "Person",
     "Report",
+    "Review",
+    "SigningKey",
+    "Subscription",
     "UTCDateTime",
     "Version",
     "utcnow",
@@ -130,6 +135,11 @@ class Document(SQLModel, table=True):
     deleted: bool = Field(default=False)
     latest_number: int
     latest_sha256: str = Field(max_length=64)
+    final_number: int | None = None
+    final_sha256: str | None = Field(default=None, max_length=64)
+    # A new document whose first bytes were already recorded elsewhere (a copy).
+    copy_of_document_id: int | None = Field(default=None, foreign_key="document.id")
+    copy_of_number: int | None = None
     created_at: datetime = _time()
     updated_at: datetime = _time()
 
@@ -202,3 +212,71 @@ class AuditHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
     seq: int = Field(sa_type=sa.BigInteger)
     hash: str = Field(max_length=64)
+
+
+class Review(SQLModel, table=True):
+    """A request to approve one version (pinned by its SHA-256) under a policy."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="document.id", index=True)
+    version_number: int
+    sha256: str = Field(max_length=64)
+    submitter_person_id: int = Field(foreign_key="person.id")
+    submitter_office: str = Field(max_length=200)
+    mode: str = Field(max_length=32)  # "all", "any", "quorum:2", "sequential"
+    parties: str = Field(sa_type=sa.Text)  # JSON list of "office:NAME" / "person:USERNAME"
+    due: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    separation_of_duties: bool = Field(default=True)
+    comment: str | None = Field(default=None, sa_type=sa.Text)
+    state: str = Field(default="open", max_length=16, index=True)
+    submitted_at: datetime = _time()
+    concluded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    escalated: str = Field(default="[]", sa_type=sa.Text)  # JSON list of parent offices
+
+
+class Decision(SQLModel, table=True):
+    """One party's signed decision on a review."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    review_id: int = Field(foreign_key="review.id", index=True)
+    party: str = Field(max_length=300)
+    person_id: int = Field(foreign_key="person.id")
+    verdict: str = Field(max_length=16)
+    comment: str | None = Field(default=None, sa_type=sa.Text)
+    decided_at: datetime = Field(sa_type=UTCDateTime)
+    payload: bytes = Field(sa_type=sa.LargeBinary)  # canonical JSON the signatures cover
+    signature: str = Field(sa_type=sa.Text)  # the server's detached JWS
+    client_signature: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class Acknowledgement(SQLModel, table=True):
+    """A person has seen one final version of a document."""
+
+    __table_args__ = (sa.UniqueConstraint("document_id", "person_id", "version_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="document.id", index=True)
+    person_id: int = Field(foreign_key="person.id")
+    version_number: int
+    sha256: str = Field(max_length=64)
+    acknowledged_at: datetime = _time()
+
+
+class Subscription(SQLModel, table=True):
+    """A person outside the owner office who wants to see a document's final versions."""
+
+    document_id: int = Field(foreign_key="document.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    created_at: datetime = _time()
+
+
+class SigningKey(SQLModel, table=True):
+    """A public key of the server (or of a person) that signatures can be checked with."""
+
+    __tablename__ = "signing_key"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    person_id: int | None = Field(default=None, foreign_key="person.id", index=True)
+    public_jwk: str = Field(sa_type=sa.Text)
+    created_at: datetime = _time()
+    retired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

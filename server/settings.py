@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         description="The content store (shared storage when several replicas run); "
         "unset means DATA_DIR/content.",
     )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="The server's Ed25519 private key (JWK); unset means "
+        "DATA_DIR/keys/server-ed25519.jwk, made on first start. Replicas share one file.",
+    )
     max_upload_bytes: int = Field(default=2 * GIB, ge=1)
     max_json_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     bootstrap_token: SecretStr | None = Field(
@@ -51,6 +56,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'officium.db').resolve()}"
+
+    @property
+    def resolved_signing_key_file(self) -> Path:
+        """Where the server's signing key lives."""
+        return (self.signing_key_file or self.data_dir / "keys" / "server-ed25519.jwk").resolve()
 
     @property
     def resolved_content_dir(self) -> Path:

@@ -659,7 +659,8 @@ def test_ownership_is_handed_over_by_an_approver_of_the_owner_or_an_admin(
     [event] = trail.new()
     assert event["action"] == "document.owner_changed"
     assert event["subject"]["document"] == document
-    assert event["details"] == {"from": "Planning", "to": "Legal", "reason": "Legal drafts it now"}
+    assert event["details"] == {
+        "from": "Planning", "to": "Legal", "reason": "Legal drafts it now", "open_review": None}
     assert (event["actor"]["name"], event["actor"]["office"], event["actor"]["role"]) == (
         "Carol Approver", "Planning", "approver")
 
@@ -716,7 +717,8 @@ def test_a_document_without_an_owner_awaits_the_admins(http, staff, trail):
                          reason="scans go to Legal")
     assert (assigned["owner_office"], assigned["awaiting"]) == ("Legal", [])
     [event] = trail.new()
-    assert event["details"] == {"from": None, "to": "Legal", "reason": "scans go to Legal"}
+    assert event["details"] == {
+        "from": None, "to": "Legal", "reason": "scans go to Legal", "open_review": None}
 
 
 # --------------------------------------------------------------------- audit

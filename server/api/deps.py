@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,8 +14,19 @@ from server.auth import Principal, resolve_token
 from server.content import ContentStore
 from server.db import Database
 from server.settings import Settings
+from server.signing import ServerSigner
 
-__all__ = ["Admin", "Auditor", "Caller", "Db", "Store", "Uploader", "get_settings"]
+__all__ = [
+    "Admin",
+    "Auditor",
+    "Caller",
+    "Db",
+    "Now",
+    "Signer",
+    "Store",
+    "Uploader",
+    "get_settings",
+]
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `officium admin token create`.")
 
@@ -31,8 +43,19 @@ def get_store(request: Request) -> ContentStore:
     return request.app.state.store
 
 
+def get_now(request: Request) -> datetime:
+    """The app's clock (injectable, so tests can move time)."""
+    return request.app.state.clock()
+
+
+def get_signer(request: Request) -> ServerSigner:
+    return request.app.state.signer
+
+
 Db = Annotated[Database, Depends(get_db)]
 Store = Annotated[ContentStore, Depends(get_store)]
+Now = Annotated[datetime, Depends(get_now)]
+Signer = Annotated[ServerSigner, Depends(get_signer)]
 
 
 def current_principal(

@@ -11,7 +11,7 @@ from core import schemas
 from core.errors import Unavailable
 from core.schemas import DocumentState, Id, Name, PathPrefix, RelPath, Sha256
 from server import documents
-from server.api.deps import Caller, Db, Store
+from server.api.deps import Caller, Db, Now, Store
 
 router = APIRouter(tags=["documents"])
 
@@ -22,6 +22,7 @@ DocumentId = Annotated[Id, Path(description="The document's id.")]
 def list_documents(
     db: Db,
     _: Caller,
+    now: Now,
     folder: Annotated[Name | None, Query()] = None,
     prefix: Annotated[PathPrefix | None, Query()] = None,
     owner: Annotated[Name | None, Query(description="Owner office")] = None,
@@ -41,23 +42,28 @@ def list_documents(
             deleted=deleted,
             after=after,
             limit=limit,
+            now=now,
         )
 
 
 @router.get("/documents/lookup")
 def lookup_document(
-    db: Db, _: Caller, folder: Annotated[Name, Query()], path: Annotated[RelPath, Query()]
+    db: Db,
+    _: Caller,
+    now: Now,
+    folder: Annotated[Name, Query()],
+    path: Annotated[RelPath, Query()],
 ) -> schemas.DocumentStatus:
     """The document at a path of a folder."""
     with db.reading() as session:
-        return documents.lookup_document(session, folder=folder, path=path)
+        return documents.lookup_document(session, folder=folder, path=path, now=now)
 
 
 @router.get("/documents/{document_id}")
-def document_status(document_id: DocumentId, db: Db, _: Caller) -> schemas.DocumentStatus:
+def document_status(document_id: DocumentId, db: Db, _: Caller, now: Now) -> schemas.DocumentStatus:
     """Owner office, state, latest and final version, and whose move it is."""
     with db.reading() as session:
-        return documents.document_status(session, document_id)
+        return documents.document_status(session, document_id, now=now)
 
 
 @router.get("/documents/{document_id}/versions")
@@ -96,17 +102,17 @@ def download_version(
 
 
 @router.get("/documents/{document_id}/history")
-def document_history(document_id: DocumentId, db: Db, _: Caller) -> schemas.History:
+def document_history(document_id: DocumentId, db: Db, _: Caller, now: Now) -> schemas.History:
     """Every version and every event of one document."""
     with db.reading() as session:
-        return documents.document_history(session, document_id)
+        return documents.document_history(session, document_id, now=now)
 
 
 @router.post("/documents/{document_id}/owner")
 def change_owner(
-    document_id: DocumentId, body: schemas.OwnerChange, db: Db, caller: Caller
+    document_id: DocumentId, body: schemas.OwnerChange, db: Db, caller: Caller, now: Now
 ) -> schemas.DocumentStatus:
-    """Hand a document to another office."""
+    """Hand a document to another office; its open review moves with it."""
     with db.writing() as session:
         return documents.change_owner(
             session,
@@ -114,6 +120,7 @@ def change_owner(
             document_id=document_id,
             office=body.office,
             reason=body.reason,
+            now=now,
         )
 
 
