@@ -374,6 +374,7 @@ class VerifyMatch(_Wire):
     is_latest: bool
     is_final: bool
     superseded_by: int | None
+    note: str | None = None  # e.g. "exact copy of plans:plan.docx v3 (final)"
 
 
 class VerifyResult(_Wire):

@@ -50,6 +50,9 @@ def status_of(
         final = schemas.VersionRef(number=document.final_number, sha256=document.final_sha256)
         if document.latest_number != document.final_number:
             note = f"final v{document.final_number}; working copy v{document.latest_number} differs"
+    copy_of = _copy_of(session, document)
+    if note is None and copy_of is not None and document.latest_number == 1:
+        note = copy_note(copy_of)
     return schemas.DocumentStatus(
         id=document.id,
         folder=folder,
@@ -64,8 +67,17 @@ def status_of(
         updated_at=document.updated_at,
         note=note,
         review_id=review_id,
-        copy_of=_copy_of(session, document),
+        copy_of=copy_of,
     )
+
+
+def copy_note(copy: schemas.CopyOf) -> str:
+    """How a copy is described: of which version, and whether that one still stands."""
+    standing = "final" if copy.is_final else "latest" if copy.is_latest else "superseded"
+    prefix = "exact copy of" if copy.is_final or copy.is_latest else "copy of superseded"
+    if prefix == "copy of superseded":
+        return f"copy of superseded v{copy.number} of {copy.folder}:{copy.path}"
+    return f"{prefix} {copy.folder}:{copy.path} v{copy.number} ({standing})"
 
 
 def _copy_of(session: Session, document: Document) -> schemas.CopyOf | None:
@@ -234,9 +246,17 @@ def verify_copy(session: Session, sha256: str) -> schemas.VerifyResult:
                 is_latest=is_latest,
                 is_final=number == document.final_number,
                 superseded_by=None if is_latest else number + 1,
+                note=_match_note(session, document, number),
             )
         )
     return schemas.VerifyResult(sha256=sha256, matches=matches)
+
+
+def _match_note(session: Session, document: Document, number: int) -> str | None:
+    if number == 1 and document.copy_of_document_id is not None:
+        copy = _copy_of(session, document)
+        return copy_note(copy) if copy else None
+    return None
 
 
 def change_owner(

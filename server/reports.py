@@ -193,23 +193,41 @@ def _save(
 
 def _create(session: Session, folder: Folder, actor: Actor, report: VersionReport) -> Document:
     now = utcnow()
+    # A new file whose bytes are already recorded is a copy ("plan (1).docx"): link it,
+    # preferring the source's final version, then its latest, then the oldest match.
+    source = session.exec(
+        select(Version.document_id, Version.number)
+        .join(Document, Document.id == Version.document_id)
+        .where(Version.sha256 == report.sha256)
+        .order_by(
+            (Document.final_number == Version.number).desc(),
+            (Document.latest_number == Version.number).desc(),
+            Version.id,
+        )
+        .limit(1)
+    ).first()
     document = Document(
         folder_id=folder.id,
         path=report.path,
         owner_office_id=folder.default_owner_id,
         latest_number=0,
         latest_sha256="",
+        copy_of_document_id=source[0] if source else None,
+        copy_of_number=source[1] if source else None,
         created_at=now,
         updated_at=now,
     )
     session.add(document)
     session.flush()
+    details = {"path": report.path, "owner_office_id": folder.default_owner_id}
+    if source:
+        details["copy_of"] = {"document": source[0], "version": source[1]}
     audit.append(
         session,
         actor=actor,
         action="document.created",
         subject=_subject(document),
-        details={"path": report.path, "owner_office_id": folder.default_owner_id},
+        details=details,
     )
     return document
 
