@@ -509,7 +509,23 @@ class DecisionCreate(_Wire):
 
     verdict: Annotated[str, Field(pattern="^(approve|reject)$")]
     comment: Text | None = None
-    signature: Annotated[str, Field(max_length=1000)] | None = None  # client-side JWS
+    # Client-side signing: the payload from GET .../review/decision-payload, and the
+    # signer's detached JWS over it (made with a key registered at POST /me/keys).
+    payload: Annotated[str, Field(max_length=20_000)] | None = None
+    signature: Annotated[str, Field(max_length=1000)] | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> DecisionCreate:
+        if (self.payload is None) != (self.signature is None):
+            raise ValueError("a client-side signature needs both 'payload' and 'signature'")
+        return self
+
+
+class DecisionDraft(_Wire):
+    """The exact payload a decision will carry, for the decider to sign on their side."""
+
+    payload: str
+    party: str
 
 
 class DecisionView(_Wire):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, select
 
@@ -19,6 +19,7 @@ from core.canonical import canonical_bytes, sha256_hex
 from core.chain import format_time
 from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.schemas import Role
+from core.signatures import key_id, verify_detached
 from server import audit
 from server.auth import Principal
 from server.models import (
@@ -43,11 +44,13 @@ __all__ = [
     "decide",
     "decision_payload",
     "document_awaiting",
+    "draft_decision",
     "escalate_overdue",
     "final_version",
     "inbox",
     "open_review",
     "public_keys",
+    "register_person_key",
     "review_view",
     "reviews_of",
     "submit",
@@ -394,40 +397,36 @@ def _check_parties_exist(session: Session, policy: rules.Policy) -> None:
             raise NotFound(f"{party} is not in the register")
 
 
-def decide(
+def _prepare(
     session: Session,
     *,
     principal: Principal,
-    document_id: int,
-    request: schemas.DecisionCreate,
-    signer: ServerSigner,
-    now: datetime,
-) -> schemas.ReviewView:
-    """Approve or reject the open review; a settled review sets the final version."""
-    document = _lock_document(session, document_id)
-    review = open_review(session, document_id)
+    document: Document,
+    verdict: str,
+    comment: str | None,
+    at: datetime,
+):
+    """Check that the caller may decide now and build the decision's canonical payload."""
+    review = open_review(session, document.id)
     if review is None:
-        raise Conflict(f"document {document_id} has no open review to decide on")
-    if request.signature is not None:
-        raise Invalid("client-side signatures are not accepted yet; decide without one")
+        raise Conflict(f"document {document.id} has no open review to decide on")
     person = _person(session, principal)
     rows = _decisions(session, review)
     author = session.exec(
         select(Person.username)
         .join(Version, Version.author_person_id == Person.id)
-        .where(Version.document_id == document_id, Version.number == review.version_number)
+        .where(Version.document_id == document.id, Version.number == review.version_number)
     ).first()
     submitter = session.get(Person, review.submitter_person_id).username
     approver_of = {m.office for m in principal.memberships if m.role is Role.approver}
-    policy = _policy(review)
     step = rules.decide(
-        policy,
+        _policy(review),
         rules.ReviewState(review.state),
         _rule_decisions(rows),
         person=person.username,
-        verdict=request.verdict,
-        at=now,
-        comment=request.comment or "",
+        verdict=verdict,
+        at=at,
+        comment=comment or "",
         person_offices_as_approver=approver_of,
         author=author,
         submitter=submitter,
@@ -444,19 +443,78 @@ def decide(
         person=person,
         office=office,
         party=str(party),
-        verdict=request.verdict,
-        comment=request.comment,
+        verdict=verdict,
+        comment=comment,
+        at=at,
+    )
+    return review, person, step, party, office, payload
+
+
+def draft_decision(
+    session: Session,
+    *,
+    principal: Principal,
+    document_id: int,
+    verdict: str,
+    comment: str | None,
+    now: datetime,
+) -> schemas.DecisionDraft:
+    """The payload the caller's decision would carry now, for client-side signing."""
+    document = session.get(Document, document_id)
+    if document is None:
+        raise NotFound(f"there is no document with id {document_id}")
+    _, _, _, party, _, payload = _prepare(
+        session,
+        principal=principal,
+        document=document,
+        verdict=verdict,
+        comment=comment,
         at=now,
     )
+    return schemas.DecisionDraft(payload=payload.decode("utf-8"), party=str(party))
+
+
+def decide(
+    session: Session,
+    *,
+    principal: Principal,
+    document_id: int,
+    request: schemas.DecisionCreate,
+    signer: ServerSigner,
+    now: datetime,
+) -> schemas.ReviewView:
+    """Approve or reject the open review; a settled review sets the final version."""
+    document = _lock_document(session, document_id)
+    at = now
+    if request.payload is not None:
+        at = _signed_time(request.payload, now=now)
+    review, person, step, party, office, payload = _prepare(
+        session,
+        principal=principal,
+        document=document,
+        verdict=request.verdict,
+        comment=request.comment,
+        at=at,
+    )
+    client_signature = None
+    if request.payload is not None:
+        if request.payload.encode("utf-8") != payload:
+            raise Invalid(
+                "the signed payload is not the one this decision would carry; fetch it again "
+                "from GET .../review/decision-payload and sign it unchanged"
+            )
+        _check_client_signature(session, person, payload, request.signature)
+        client_signature = request.signature
     row = Decision(
         review_id=review.id,
         party=str(party),
         person_id=person.id,
         verdict=request.verdict,
         comment=request.comment,
-        decided_at=now,
+        decided_at=at,
         payload=payload,
         signature=signer.sign(session, payload),
+        client_signature=client_signature,
     )
     session.add(row)
     session.flush()
@@ -475,6 +533,7 @@ def decide(
             "payload_sha256": sha256_hex(payload),
             "signature": row.signature,
             "kid": signer.kid,
+            "client_signature": client_signature,
             "comment": request.comment,
         },
         time=now,
@@ -482,6 +541,74 @@ def decide(
     if step.state is not rules.ReviewState.open:
         _conclude(session, document, review, step.state, now=now)
     return review_view(session, review, now=now)
+
+
+_SIGNED_TIME_TOLERANCE = timedelta(minutes=10)
+
+
+def _signed_time(payload_text: str, *, now: datetime) -> datetime:
+    try:
+        stated = json.loads(payload_text)["time"]
+        at = datetime.strptime(stated, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except (ValueError, KeyError, TypeError):
+        raise Invalid("the signed payload is not a decision payload from this server") from None
+    if abs(now - at) > _SIGNED_TIME_TOLERANCE:
+        raise Invalid("the signed payload was prepared more than 10 minutes ago; fetch a fresh one")
+    return at
+
+
+def _check_client_signature(
+    session: Session, person: Person, payload: bytes, signature: str | None
+) -> None:
+    keys = session.exec(
+        select(SigningKey).where(
+            SigningKey.person_id == person.id,
+            SigningKey.retired_at == None,  # noqa: E711
+        )
+    ).all()
+    if not keys:
+        raise Invalid(
+            f"'{person.username}' has no registered public key; register one with "
+            "POST /api/v1/me/keys before signing decisions"
+        )
+    if not any(verify_detached(signature or "", payload, json.loads(k.public_jwk)) for k in keys):
+        raise Invalid(
+            "the signature does not verify with any of your registered keys; nothing recorded"
+        )
+
+
+def register_person_key(
+    session: Session, *, principal: Principal, jwk: dict, now: datetime
+) -> schemas.PublicKey:
+    """Register the caller's Ed25519 public key for client-side signing."""
+    person = _person(session, principal)
+    try:
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or "d" in jwk:
+            raise ValueError
+        public = {"kty": "OKP", "crv": "Ed25519", "x": jwk["x"]}
+        kid = key_id(public)
+    except (ValueError, KeyError, TypeError):
+        raise Invalid(
+            'give an Ed25519 public key as a JWK: {"kty": "OKP", "crv": "Ed25519", '
+            "\"x\": ...} (never the private part 'd')"
+        ) from None
+    if session.get(SigningKey, kid) is not None:
+        raise Conflict(f"the key {kid} is already registered")
+    session.add(
+        SigningKey(kid=kid, person_id=person.id, public_jwk=json.dumps(public), created_at=now)
+    )
+    session.flush()
+    audit.append(
+        session,
+        actor=principal.actor(),
+        action="key.registered",
+        subject={"key": kid, "person": person.id},
+        details={"jwk": public, "owner": person.username},
+        time=now,
+    )
+    return schemas.PublicKey(
+        kid=kid, username=person.username, jwk=public, created_at=now, retired_at=None
+    )
 
 
 def _conclude(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from core import schemas
-from core.schemas import Id
+from core.schemas import Id, Text
 from server import reviews
 from server.api.deps import Admin, Caller, Db, Now, Signer
 
@@ -53,6 +53,36 @@ def decide(
             signer=signer,
             now=now,
         )
+
+
+@router.get("/documents/{document_id}/review/decision-payload")
+def decision_payload(
+    document_id: DocumentId,
+    db: Db,
+    caller: Caller,
+    now: Now,
+    verdict: Annotated[str, Query(pattern="^(approve|reject)$")],
+    comment: Annotated[Text | None, Query()] = None,
+) -> schemas.DecisionDraft:
+    """The exact payload your decision would carry now, to sign with your own key."""
+    with db.reading() as session:
+        return reviews.draft_decision(
+            session,
+            principal=caller,
+            document_id=document_id,
+            verdict=verdict,
+            comment=comment,
+            now=now,
+        )
+
+
+@router.post("/me/keys", status_code=201)
+def register_key(
+    body: schemas.PublicKeyCreate, db: Db, caller: Caller, now: Now
+) -> schemas.PublicKey:
+    """Register your Ed25519 public key (a JWK) to sign decisions on your side."""
+    with db.writing() as session:
+        return reviews.register_person_key(session, principal=caller, jwk=body.jwk, now=now)
 
 
 @router.post("/documents/{document_id}/review/withdraw")
