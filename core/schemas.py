@@ -624,3 +624,20 @@ class PublicKeyCreate(_Wire):
     """Register a person's own Ed25519 public key (a JWK) for client-side signing."""
 
     jwk: dict[str, str]
+
+
+class Approval(_Wire):
+    """An approved version and the git commit that holds it (for the agent to tag)."""
+
+    review_id: int
+    document_id: int
+    path: str
+    number: int
+    sha256: str
+    commit: str
+    approved_at: datetime
+
+
+class ApprovalList(_Wire):
+    approvals: list[Approval]
+    next: int | None

@@ -41,6 +41,7 @@ __all__ = [
     "Clock",
     "acknowledge",
     "acknowledgements",
+    "approvals_in_folder",
     "decide",
     "decision_payload",
     "document_awaiting",
@@ -871,6 +872,41 @@ def _item(document, names, action, since, due, review_id) -> schemas.InboxItem:
         since=since,
         due=due,
         review_id=review_id,
+    )
+
+
+def approvals_in_folder(
+    session: Session, *, folder: str, after: int, limit: int
+) -> schemas.ApprovalList:
+    """Approved reviews of a folder's documents, by review id, with their versions' commits."""
+    folder_row = session.exec(select(Folder).where(Folder.name == folder)).one_or_none()
+    if folder_row is None:
+        raise NotFound(f"there is no folder called '{folder}'")
+    rows = session.exec(
+        select(Review, Document.path, Version.commit)
+        .join(Document, Document.id == Review.document_id)
+        .join(
+            Version,
+            (Version.document_id == Review.document_id) & (Version.number == Review.version_number),
+        )
+        .where(Document.folder_id == folder_row.id, Review.state == "approved", Review.id > after)
+        .order_by(Review.id)
+        .limit(limit)
+    ).all()
+    approvals = [
+        schemas.Approval(
+            review_id=review.id,
+            document_id=review.document_id,
+            path=path,
+            number=review.version_number,
+            sha256=review.sha256,
+            commit=commit,
+            approved_at=review.concluded_at,
+        )
+        for review, path, commit in rows
+    ]
+    return schemas.ApprovalList(
+        approvals=approvals, next=approvals[-1].review_id if len(approvals) == limit else None
     )
 
 

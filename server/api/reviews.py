@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from core import schemas
-from core.schemas import Id, Text
+from core.schemas import Id, Name, Text
 from server import reviews
 from server.api.deps import Admin, Caller, Db, Now, Signer
 
@@ -120,6 +120,19 @@ def inbox(db: Db, caller: Caller, now: Now) -> schemas.Inbox:
     """What awaits the caller."""
     with db.reading() as session:
         return reviews.inbox(session, principal=caller, now=now)
+
+
+@router.get("/folders/{folder}/approvals")
+def folder_approvals(
+    folder: Annotated[Name, Path()],
+    db: Db,
+    _: Caller,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> schemas.ApprovalList:
+    """Approved versions of a folder's documents with their git commits (agents tag them)."""
+    with db.reading() as session:
+        return reviews.approvals_in_folder(session, folder=folder, after=after, limit=limit)
 
 
 @router.get("/keys")
