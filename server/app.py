@@ -21,11 +21,12 @@ from prometheus_client import (
 )
 
 from core.errors import Invalid, TooLarge, Unavailable
-from server.api import audit, content, directory, documents, folders, reviews
+from server.api import audit, content, directory, documents, folders, notifications, reviews
 from server.api.problems import install_problem_handlers, problem
 from server.content import ContentStore
 from server.db import Database, make_engine
 from server.models import utcnow
+from server.notifications import Dispatcher
 from server.settings import Settings
 from server.signing import ServerSigner, load_or_create_key
 
@@ -182,10 +183,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         sweeper = asyncio.create_task(_escalation_sweeper(app))
+        dispatcher = Dispatcher(db, settings, clock=lambda: app.state.clock())
+        dispatcher.start()
         try:
             yield
         finally:
             sweeper.cancel()
+            await dispatcher.stop()
             if database is None:
                 db.dispose()
 
@@ -202,7 +206,7 @@ def create_app(
     app.state.signer = ServerSigner(load_or_create_key(settings.resolved_signing_key_file))
     install_problem_handlers(app)
     registry = CollectorRegistry()
-    for module in (directory, folders, documents, reviews, content, audit):
+    for module in (directory, folders, documents, reviews, content, audit, notifications):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["operations"])

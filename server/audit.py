@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from core.chain import ChainReport, seal, verify_chain
@@ -23,9 +24,12 @@ from server.models import AuditEvent, AuditHead, utcnow
 __all__ = [
     "SYSTEM",
     "Actor",
+    "Appended",
     "append",
     "check_chain",
     "document_events",
+    "finish",
+    "forget",
     "list_events",
     "lock_chain",
     "to_wire",
@@ -59,6 +63,30 @@ def lock_chain(session: Session) -> None:
     # On SQLite, BEGIN IMMEDIATE has already taken the database's writer lock.
 
 
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The sequence number and hash an appended event received."""
+
+    seq: int
+    hash: str
+
+
+_HEAD = "officium.audit_head"
+
+
+def _head(session: Session) -> dict[str, Any]:
+    """The chain head as this transaction sees it (read once, kept in the session)."""
+    head = session.info.get(_HEAD)
+    if head is None:
+        row = session.execute(
+            sa.select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
+        ).one_or_none()
+        if row is None:
+            raise RuntimeError("the audit chain has no head row: the database is not migrated")
+        head = session.info[_HEAD] = {"seq": row.seq, "hash": row.hash, "moved": False}
+    return head
+
+
 def append(
     session: Session,
     *,
@@ -67,36 +95,50 @@ def append(
     subject: dict[str, Any],
     details: dict[str, Any] | None = None,
     time: datetime | None = None,
-) -> AuditEvent:
+) -> Appended:
     """Seal one event onto the chain, in the caller's transaction."""
-    head = session.get(AuditHead, 1)
-    if head is None:
-        raise RuntimeError("the audit chain has no head row: the database is not migrated")
+    head = _head(session)
     moment = time or utcnow()
     sealed = seal(
-        seq=head.seq + 1,
+        seq=head["seq"] + 1,
         time=moment,
         actor=actor.snapshot(),
         action=action,
         subject=subject,
         details=details or {},
-        prev=head.hash,
+        prev=head["hash"],
     )
-    row = AuditEvent(
-        seq=sealed.body["seq"],
-        time=moment,
-        action=action,
-        actor=actor.id,
-        document_id=subject.get("document"),
-        folder_id=subject.get("folder"),
-        canonical=sealed.canonical,
-        hash=sealed.hash,
+    # A Core insert: events are never read back in the transaction that writes them.
+    session.execute(
+        sa.insert(AuditEvent.__table__).values(
+            seq=sealed.body["seq"],
+            time=moment,
+            action=action,
+            actor=actor.id,
+            document_id=subject.get("document"),
+            folder_id=subject.get("folder"),
+            canonical=sealed.canonical,
+            hash=sealed.hash,
+        )
     )
-    head.seq = row.seq
-    head.hash = row.hash
-    session.add(row)
-    session.add(head)
-    return row
+    head.update(seq=sealed.body["seq"], hash=sealed.hash, moved=True)
+    return Appended(sealed.body["seq"], sealed.hash)
+
+
+def finish(session: Session) -> None:
+    """Write the moved head back; called by the writing transaction just before commit."""
+    head = session.info.pop(_HEAD, None)
+    if head is not None and head["moved"]:
+        session.execute(
+            sa.update(AuditHead.__table__)
+            .where(AuditHead.__table__.c.id == 1)
+            .values(seq=head["seq"], hash=head["hash"])
+        )
+
+
+def forget(session: Session) -> None:
+    """Drop the cached head (the transaction rolled back)."""
+    session.info.pop(_HEAD, None)
 
 
 def to_wire(row: AuditEvent) -> WireEvent:

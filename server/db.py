@@ -99,7 +99,9 @@ class Database:
             audit.lock_chain(session)
             try:
                 yield session
+                audit.finish(session)
             except BaseException:
+                audit.forget(session)
                 session.rollback()
                 raise
             session.commit()

@@ -24,6 +24,8 @@ __all__ = [
     "Subscription",
     "UTCDateTime",
     "Version",
+    "Webhook",
+    "WebhookDelivery",
     "utcnow",
 ]
 
@@ -280,3 +282,46 @@ class SigningKey(SQLModel, table=True):
     public_jwk: str = Field(sa_type=sa.Text)
     created_at: datetime = _time()
     retired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Webhook(SQLModel, table=True):
+    """A receiver of audit events by signed HTTP POST, and how far it has been served.
+
+    Delivery state (cursor, failures, lease) is operational, not part of the record:
+    it is updated in place, and only creation and removal are audit events.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(max_length=2000)
+    secret: str = Field(max_length=200)  # the HMAC key; must stay readable to sign
+    document_id: int | None = Field(default=None, foreign_key="document.id")
+    folder_id: int | None = Field(default=None, foreign_key="folder.id")
+    office_id: int | None = Field(default=None, foreign_key="office.id")
+    active: bool = Field(default=True)
+    created_at: datetime = _time()
+    deactivated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Every event up to this seq has been delivered (or did not match the filters).
+    delivered_seq: int = Field(sa_type=sa.BigInteger)
+    # Failed attempts at the event after delivered_seq, and when to try it again.
+    failures: int = Field(default=0)
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Which dispatcher pass holds the webhook, until when (several replicas share it).
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One attempt to deliver one event to one webhook: the delivery log."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (sa.Index("ix_webhook_delivery_webhook_id_id", "webhook_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: int = Field(foreign_key="webhook.id")
+    seq: int = Field(sa_type=sa.BigInteger)
+    attempt: int
+    ok: bool
+    status_code: int | None = None
+    error: str | None = Field(default=None, max_length=2000)
+    at: datetime = Field(sa_type=UTCDateTime)
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -40,26 +40,39 @@ def record_reports(
             f"this token speaks for {principal.describe()}"
         )
     actor = principal.actor()
+    seen = _reports_seen(session, folder_row, reports)
     results = []
     for index, report in enumerate(reports):
         try:
-            results.append(_apply(session, folder_row, actor, report, store))
+            results.append(_apply(session, folder_row, actor, report, store, seen))
         except (Conflict, Invalid) as exc:
             prefix = f"report {index} ({report.kind} {report.path!r}): " if len(reports) > 1 else ""
             raise type(exc)(prefix + exc.detail) from None
     return schemas.ReportBatchResult(results=results)
 
 
-def _apply(
-    session: Session, folder: Folder, actor: Actor, report: VersionReport, store: ContentStore
-) -> schemas.ReportResult:
-    previous = session.exec(
+def _reports_seen(
+    session: Session, folder: Folder, reports: list[VersionReport]
+) -> dict[tuple[str, str], Report]:
+    """The reports of this batch's commits already received, by (commit, path): one query."""
+    rows = session.exec(
         select(Report).where(
             Report.folder_id == folder.id,
-            Report.commit == report.commit,
-            Report.path == report.path,
+            Report.commit.in_({report.commit for report in reports}),
         )
-    ).one_or_none()
+    ).all()
+    return {(row.commit, row.path): row for row in rows}
+
+
+def _apply(
+    session: Session,
+    folder: Folder,
+    actor: Actor,
+    report: VersionReport,
+    store: ContentStore,
+    seen: dict[tuple[str, str], Report],
+) -> schemas.ReportResult:
+    previous = seen.get((report.commit, report.path))
     if previous is not None:
         return _replay(session, previous, report)
     if report.kind is not ReportKind.deleted:
@@ -86,7 +99,7 @@ def _apply(
         version_number=document.latest_number if document else None,
     )
     session.add(row)
-    session.flush()
+    seen[(row.commit, row.path)] = row
     return _result(row, replayed=False, sha256=document.latest_sha256 if document else None)
 
 
@@ -152,11 +165,12 @@ def _live(session: Session, folder: Folder, path: str) -> Document | None:
     ).one_or_none()
 
 
-def _last_deleted(session: Session, folder: Folder, path: str) -> Document | None:
+def _at_path(session: Session, folder: Folder, path: str) -> Document | None:
+    """The live document at ``path``, else the last one deleted there: one query."""
     return session.exec(
         select(Document)
-        .where(Document.folder_id == folder.id, Document.path == path, Document.deleted == True)  # noqa: E712
-        .order_by(Document.id.desc())
+        .where(Document.folder_id == folder.id, Document.path == path)
+        .order_by(Document.deleted, Document.id.desc())
         .limit(1)
     ).first()
 
@@ -168,9 +182,8 @@ def _subject(document: Document, **more) -> dict:
 def _save(
     session: Session, folder: Folder, actor: Actor, report: VersionReport
 ) -> tuple[ReportOutcome, Document, str]:
-    document = _live(session, folder, report.path)
-    if document is None:
-        document = _last_deleted(session, folder, report.path)
+    document = _at_path(session, folder, report.path)
+    if document is None or document.deleted:
         if document is not None:
             document.deleted = False
             audit.append(
@@ -237,12 +250,14 @@ def _add_version(
 ) -> Version:
     author_id, hint = _attribute(session, report)
     # Bytes equal to an earlier version mean that version was put back (a restore).
-    restores = session.exec(
-        select(Version.number)
-        .where(Version.document_id == document.id, Version.sha256 == report.sha256)
-        .order_by(Version.number.desc())
-        .limit(1)
-    ).first()
+    restores = None
+    if document.latest_number:
+        restores = session.exec(
+            select(Version.number)
+            .where(Version.document_id == document.id, Version.sha256 == report.sha256)
+            .order_by(Version.number.desc())
+            .limit(1)
+        ).first()
     version = Version(
         document_id=document.id,
         number=document.latest_number + 1,

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         description="SQLite's synchronous pragma; FULL makes every commit durable.",
     )
     db_pool_size: int = Field(default=10, ge=1)
+    webhook_retry_base_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="The first retry delay of a failed webhook delivery; it doubles per "
+        "failure, up to five minutes.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8470, ge=0, le=65535)
 

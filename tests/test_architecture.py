@@ -245,8 +245,14 @@ def test_only_the_audit_module_writes_audit_rows(server):
         if found
     }
     assert offenders == {}
-    # ...and the audit module really is where events are built.
-    assert calls_to(server["server/audit.py"], "AuditEvent")
+    # ...and the audit module really is where events are written.
+    assert any(
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "AuditEvent"
+        and node.attr == "__table__"
+        for node in ast.walk(server["server/audit.py"])
+    )
 
 
 def test_nothing_below_the_request_boundary_commits(server):
