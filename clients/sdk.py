@@ -14,6 +14,7 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -23,17 +24,22 @@ from pydantic import BaseModel, ValidationError
 
 from core.errors import Invalid, OfficiumError, Unavailable, error_for_kind
 from core.schemas import (
+    Acknowledgement,
+    AcknowledgementList,
     AuditEvent,
     AuditEventPage,
     ChainCheck,
     ContentStored,
+    DecisionCreate,
     DocumentPage,
     DocumentState,
     DocumentStatus,
+    FinalVersion,
     Folder,
     FolderCreate,
     FolderList,
     History,
+    Inbox,
     Me,
     Membership,
     MembershipCreate,
@@ -45,8 +51,13 @@ from core.schemas import (
     Person,
     PersonCreate,
     PersonList,
+    PublicKey,
+    PublicKeyList,
     ReportBatch,
     ReportBatchResult,
+    ReviewCreate,
+    ReviewList,
+    ReviewView,
     Role,
     TokenCreate,
     TokenCreated,
@@ -92,6 +103,12 @@ _KIND_BY_STATUS = {
     503: "unavailable",
     504: "unavailable",
 }
+
+
+class _Escalated(BaseModel):
+    """The answer of ``POST /reviews/escalate``."""
+
+    escalated: int
 
 
 class UnexpectedResponse(OfficiumError):
@@ -356,12 +373,20 @@ class OfficiumClient:
         """Every recorded version of a document, oldest first."""
         return self._get(VersionList, f"/documents/{_segment(id)}/versions").versions
 
-    def download(self, id: int, number: int, dest_path: str | os.PathLike[str]) -> str:
+    def download(
+        self,
+        id: int,
+        number: int,
+        dest_path: str | os.PathLike[str],
+        *,
+        expect_sha256: str | None = None,
+    ) -> str:
         """Write a version's exact bytes to ``dest_path`` and return their checked SHA-256.
 
         The bytes go to a temporary file beside ``dest_path`` and replace it only once
-        their hash matches the one the server announced, so a reader never sees a
-        partial or wrong file.
+        their hash matches the one the server announced (and ``expect_sha256``, when
+        the caller knows which bytes it wants), so a reader never sees a partial or
+        wrong file.
         """
         dest = Path(dest_path)
         url = f"/documents/{_segment(id)}/versions/{_segment(number)}/content"
@@ -374,13 +399,14 @@ class OfficiumClient:
                     status=response.status_code,
                 )
             partial, digest = _receive(response, dest)
-        if digest != announced.lower():
-            with suppress(FileNotFoundError):
-                os.unlink(partial)
-            raise ContentMismatch(
-                f"version {number} of document {id} arrived with SHA-256 {digest}, "
-                f"but the server announced {announced.lower()}; nothing was written"
-            )
+        for expected, whose in ((announced, "the server announced"), (expect_sha256, "expected")):
+            if expected is not None and digest != expected.lower():
+                with suppress(FileNotFoundError):
+                    os.unlink(partial)
+                raise ContentMismatch(
+                    f"version {number} of document {id} arrived with SHA-256 {digest}, "
+                    f"but {whose} {expected.lower()}; nothing was written"
+                )
         os.replace(partial, dest)
         return digest
 
@@ -396,6 +422,83 @@ class OfficiumClient:
     def verify(self, sha256: str) -> VerifyResult:
         """Which recorded versions have exactly these bytes, and are they final."""
         return self._get(VerifyResult, f"/verify/{_segment(sha256.lower())}")
+
+    # --------------------------------------------------------------- reviews
+
+    def submit(
+        self,
+        id: int,
+        *,
+        parties: Sequence[str],
+        mode: str = "all",
+        due: datetime | None = None,
+        comment: str | None = None,
+        version: int | None = None,
+        separation_of_duties: bool = True,
+    ) -> ReviewView:
+        """Ask for approval of a version (default: the latest) by ``parties``.
+
+        Each party is ``office:NAME`` or ``person:USERNAME``; ``mode`` is ``all``,
+        ``any``, ``quorum:K`` or ``sequential`` (in the order of ``parties``). The
+        review pins the version's SHA-256.
+        """
+        body = _wire(
+            ReviewCreate,
+            parties=list(parties),
+            mode=mode,
+            due=due,
+            comment=comment,
+            version=version,
+            separation_of_duties=separation_of_duties,
+        )
+        return self._post(ReviewView, f"/documents/{_segment(id)}/reviews", body)
+
+    def reviews(self, id: int) -> list[ReviewView]:
+        """Every review of a document, newest first, with decisions and signatures."""
+        return self._get(ReviewList, f"/documents/{_segment(id)}/reviews").reviews
+
+    def decide(self, id: int, *, verdict: str, comment: str | None = None) -> ReviewView:
+        """Approve or reject the document's open review; a rejection needs a comment."""
+        body = _wire(DecisionCreate, verdict=verdict, comment=comment)
+        return self._post(ReviewView, f"/documents/{_segment(id)}/review/decisions", body)
+
+    def approve(self, id: int, *, comment: str | None = None) -> ReviewView:
+        """Approve the document's open review."""
+        return self.decide(id, verdict="approve", comment=comment)
+
+    def reject(self, id: int, *, comment: str) -> ReviewView:
+        """Reject the document's open review, saying why."""
+        return self.decide(id, verdict="reject", comment=comment)
+
+    def withdraw(self, id: int) -> ReviewView:
+        """Withdraw the document's open review (for its owner office)."""
+        response = self._send("POST", f"/documents/{_segment(id)}/review/withdraw")
+        return self._parse(ReviewView, response)
+
+    def final(self, id: int) -> FinalVersion:
+        """Which version is final, who approved it and when; ``NotFound`` when none is."""
+        return self._get(FinalVersion, f"/documents/{_segment(id)}/final")
+
+    def acknowledge(self, id: int) -> Acknowledgement:
+        """Record that the caller has seen the document's current final version."""
+        response = self._send("POST", f"/documents/{_segment(id)}/acknowledgements")
+        return self._parse(Acknowledgement, response)
+
+    def acknowledgements(self, id: int) -> AcknowledgementList:
+        """Who has and who has not yet acknowledged the current final version."""
+        return self._get(AcknowledgementList, f"/documents/{_segment(id)}/acknowledgements")
+
+    def inbox(self) -> Inbox:
+        """What awaits the caller: decisions, acknowledgements, owners to assign."""
+        return self._get(Inbox, "/inbox")
+
+    def public_keys(self) -> list[PublicKey]:
+        """The public keys that decisions' signatures can be checked with."""
+        return self._get(PublicKeyList, "/keys").keys
+
+    def escalate(self) -> int:
+        """Record escalations of overdue reviews now (admins); return how many parties joined."""
+        return self._parse(_Escalated, self._send("POST", "/reviews/escalate")).escalated
 
     # ----------------------------------------------------------------- audit
 
@@ -544,7 +647,11 @@ def _receive(response: httpx.Response, dest: Path) -> tuple[Path, str]:
     partial = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
     digest = hashlib.sha256()
     # Mode 0o666 lets the umask decide, as for any file the user writes (mkstemp gives 0o600).
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        # Name the file the caller asked for, not the temporary one it never heard of.
+        raise OSError(exc.errno, exc.strerror, os.fspath(dest)) from None
     try:
         with os.fdopen(fd, "wb") as out:
             for chunk in response.iter_bytes(CHUNK_SIZE):

@@ -70,9 +70,17 @@ def list_documents(
 
 @client_command
 def status(session: Session, doc: DocArgument) -> None:
-    """Owner office, state, latest and final version, and whose move it is."""
+    """Owner office, state, latest and final version, drift, and whose move it is."""
     document = resolve_document(session.client, doc)
-    session.show(document, lambda: render.status_panel(document))
+    if session.as_json:
+        session.emit_json(document)
+        return
+    # The open review tells which version it pinned and whether that is still the latest.
+    review = None
+    if document.review_id is not None:
+        reviews = session.client.reviews(document.id)
+        review = next((r for r in reviews if r.id == document.review_id), None)
+    session.out.print(render.status_panel(document, review=review))
 
 
 @client_command

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clients.cli import admin, audit, documents
+from clients.cli import admin, audit, documents, reviews
 
 __all__ = ["COMMAND_GROUP", "add_plugin_commands", "build_app", "main"]
 
@@ -61,6 +61,13 @@ def build_app() -> typer.Typer:
     app.command("history")(documents.history)
     app.command("verify")(documents.verify)
     app.command("owner")(documents.owner)
+    app.command("final")(reviews.final)
+    app.command("submit", cls=reviews.PartiesInOrderGiven)(reviews.submit)
+    app.command("approve")(reviews.approve)
+    app.command("reject")(reviews.reject)
+    app.command("withdraw")(reviews.withdraw)
+    app.command("inbox")(reviews.inbox)
+    app.command("ack")(reviews.acknowledge)
 
     audit_app = _typer("The audit trail: read it, check its hash chain.")
     audit_app.command("events")(audit.events)

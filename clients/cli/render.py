@@ -19,8 +19,12 @@ from core.schemas import (
     AuditEvent,
     Awaiting,
     ChainCheck,
+    DecisionView,
     DocumentStatus,
+    FinalVersion,
     History,
+    InboxItem,
+    ReviewView,
     VerifyResult,
     Version,
     VersionRef,
@@ -30,12 +34,16 @@ __all__ = [
     "actor_name",
     "awaiting_text",
     "chain_check",
+    "decisions_table",
     "document_name",
     "documents_table",
     "events_table",
+    "final_panel",
     "history",
+    "inbox_table",
     "moment",
     "records_table",
+    "review_panel",
     "short_hash",
     "status_panel",
     "verify_result",
@@ -85,18 +93,103 @@ def awaiting_text(awaiting: Sequence[Awaiting]) -> Text:
     return Text("\n".join(lines))
 
 
-def status_panel(document: DocumentStatus) -> Panel:
-    """One document: owner, state, latest and final versions, whose move it is."""
+def _grid() -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
+    return grid
+
+
+def _pinned(review: ReviewView) -> str:
+    """The pinned version, and whether a newer one has been recorded since."""
+    text = f"v{review.version.number}  {short_hash(review.version.sha256)}"
+    return text if review.pinned_is_latest else f"{text}  (no longer the latest version)"
+
+
+def status_panel(document: DocumentStatus, *, review: ReviewView | None = None) -> Panel:
+    """One document: owner, state, latest and final versions, drift, whose move it is."""
+    grid = _grid()
     grid.add_row("owner", Text(document.owner_office or "—"))
     grid.add_row("state", Text(document.state.value + ("  (deleted)" if document.deleted else "")))
     grid.add_row("latest", _version(document.latest))
     grid.add_row("final", _version(document.final))
+    if document.note:
+        grid.add_row("note", Text(document.note, style="yellow"))
+    elif document.copy_of is not None:
+        source = document.copy_of
+        grid.add_row("copied from", Text(f"{source.folder}:{source.path} v{source.number}"))
+    if document.review_id is not None:
+        line = f"#{document.review_id} open"
+        if review is not None and review.id == document.review_id:
+            line += f", {review.mode}, of {_pinned(review)}"
+        grid.add_row("review", Text(line))
     grid.add_row("awaiting", awaiting_text(document.awaiting))
     title = Text(f"{document_name(document)}  #{document.id}")
     return Panel(grid, title=title, title_align="left", expand=False)
+
+
+def decisions_table(decisions: Iterable[DecisionView], *, title: str | None = None) -> Table:
+    """Who decided, for which party, what, when, and why."""
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for column in ("who", "for", "verdict", "when", "comment"):
+        table.add_column(column)
+    for decision in decisions:
+        table.add_row(
+            Text(f"{decision.name} ({decision.username})"),
+            Text(decision.party),
+            Text(decision.verdict, style="green" if decision.verdict == "approve" else "red"),
+            moment(decision.decided_at),
+            Text(decision.comment or ""),
+        )
+    return table
+
+
+def review_panel(review: ReviewView, *, name: str) -> Panel:
+    """A review: the pinned version, the policy, the decisions, whose move it is."""
+    grid = _grid()
+    grid.add_row("state", Text(review.state))
+    grid.add_row("version", Text(_pinned(review)))
+    grid.add_row("policy", Text(f"{review.mode}: {', '.join(review.parties)}"))
+    if not review.separation_of_duties:
+        grid.add_row("", Text("separation of duties relaxed", style="yellow"))
+    grid.add_row("due", Text(moment(review.due)) if review.due else _NONE)
+    grid.add_row("submitted", Text(f"by {review.submitted_by} at {moment(review.submitted_at)}"))
+    if review.comment:
+        grid.add_row("comment", Text(review.comment))
+    if review.decisions:
+        grid.add_row("decisions", decisions_table(review.decisions))
+    grid.add_row("awaiting", awaiting_text(review.awaiting))
+    title = Text(f"{name}  review #{review.id}")
+    return Panel(grid, title=title, title_align="left", expand=False)
+
+
+def final_panel(final: FinalVersion, *, name: str) -> Panel:
+    """Which version is final, its exact SHA-256, who approved it and when."""
+    grid = _grid()
+    grid.add_row("final", Text(f"v{final.number}"))
+    grid.add_row("sha256", Text(final.sha256))
+    grid.add_row("approved", Text(f"{moment(final.approved_at)} (review #{final.review_id})"))
+    grid.add_row("approvers", decisions_table(final.approvers))
+    title = Text(f"{name}  #{final.document_id}")
+    return Panel(grid, title=title, title_align="left", expand=False)
+
+
+def inbox_table(items: Sequence[InboxItem]) -> RenderableType:
+    """What awaits the caller, oldest first."""
+    if not items:
+        return Text("Nothing awaits you.")
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("id", "document", "action", "since", "due"):
+        table.add_column(column, justify="right" if column == "id" else "left")
+    for item in sorted(items, key=lambda item: item.since):
+        table.add_row(
+            str(item.document_id),
+            Text(f"{item.folder}:{item.path}"),
+            Text(item.action),
+            moment(item.since),
+            moment(item.due) if item.due else _NONE,
+        )
+    return table
 
 
 def documents_table(documents: Iterable[DocumentStatus]) -> Table:

@@ -62,6 +62,7 @@ class Session:
     as_json: bool
     out: Console
     err: Console
+    context: typer.Context | None = None  # what the parsed options alone do not tell
 
     def show(
         self, payload: BaseModel | dict[str, Any], render: Callable[[], RenderableType]
@@ -125,6 +126,7 @@ def client_command(command: Callable[..., None]) -> Callable[..., None]:
                     as_json=as_json,
                     out=Console(highlight=False),
                     err=Console(stderr=True, highlight=False),
+                    context=ctx,
                 )
                 command(session, *args, **kwargs)
 
