@@ -67,6 +67,7 @@ def agent(
     from agent.runner import FolderAgent
     from agent.settings import AgentSettings
     from clients.sdk import OfficiumClient
+    from core.errors import OfficiumError
 
     if name and len(folders) > 1:
         raise typer.BadParameter("--name goes with a single folder")
@@ -76,10 +77,14 @@ def agent(
     stop = threading.Event()
     stop_on_signals(stop)
     with OfficiumClient(server, token) as client:
-        run_agents(
-            [
-                FolderAgent(folder, settings=settings, client=client, name=name, poll=poll)
-                for folder in folders
-            ],
-            stop,
-        )
+        try:
+            run_agents(
+                [
+                    FolderAgent(folder, settings=settings, client=client, name=name, poll=poll)
+                    for folder in folders
+                ],
+                stop,
+            )
+        except OfficiumError as exc:
+            typer.echo(f"officium agent: {exc.detail}", err=True)
+            raise typer.Exit(1) from None

@@ -29,6 +29,8 @@ EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _FILE_MODES = {"100644", "100755"}
 _CHUNK = 1024 * 1024
 _COMMITTER = ("Officium agent", "agent@officium.invalid")
+_PRIVATE_INDEX = "officium-index-"
+_PATHSPEC = "officium-pathspec-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +45,27 @@ class StagedChange:
 
 
 class GitRepo:
-    """A repository with its git dir apart from its work tree."""
+    """A repository with its git dir apart from its work tree.
 
-    def __init__(self, git_dir: Path, work_tree: Path) -> None:
+    ``objects_only`` is for a reader of blobs (the sender): its git processes run in the
+    git dir, so they keep working while the share is away (unmounted).
+    """
+
+    def __init__(self, git_dir: Path, work_tree: Path, *, objects_only: bool = False) -> None:
         self.git_dir = git_dir
         self.work_tree = work_tree
-        self.git = git.Git(str(work_tree))
+        self._held_logged: str | None = None
+        self.git = git.Git(str(git_dir if objects_only else work_tree))
         self.git.update_environment(
             GIT_DIR=str(git_dir),
             GIT_WORK_TREE=str(work_tree),
             # Names are literal: '[draft] plan.docx' must not be a glob.
             GIT_LITERAL_PATHSPECS="1",
             GIT_TERMINAL_PROMPT="0",
+            # Neither the machine's nor the user's git settings (excludes files, hooks,
+            # autocrlf ...) may change what the agent records.
             GIT_CONFIG_NOSYSTEM="1",
+            GIT_CONFIG_GLOBAL=os.devnull,
             GIT_COMMITTER_NAME=_COMMITTER[0],
             GIT_COMMITTER_EMAIL=_COMMITTER[1],
             LC_ALL="C",
@@ -90,22 +100,53 @@ class GitRepo:
         info.mkdir(exist_ok=True)
         (info / "exclude").write_text(exclude, encoding="utf-8")
 
-    def remove_stale_lock(self, *, holder_alive) -> bool:
-        """Remove ``index.lock`` if no live process can own it; True when removed.
+    def locks(self) -> list[Path]:
+        """Git's lock files in the git dir (index, HEAD, refs, config) and the agent's own
+        temporary files there, if any: all are left only by an interrupted command."""
+        if not self.git_dir.is_dir():
+            return []
+        found = [
+            self.git_dir / name
+            for name in ("index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")
+            if (self.git_dir / name).exists()
+        ]
+        refs = self.git_dir / "refs"
+        if refs.is_dir():
+            found.extend(sorted(refs.rglob("*.lock")))
+        # The agent's own temporary files, left behind if it was killed mid-command.
+        for prefix in (_PRIVATE_INDEX, _PATHSPEC):
+            found.extend(sorted(self.git_dir.glob(prefix + "*")))
+        return found
+
+    def remove_stale_locks(self, *, holder_alive) -> list[Path]:
+        """Remove git's lock files if no live process can own them; return those removed.
 
         The caller holds the agent's instance lock, so no other agent uses this
-        repository; ``holder_alive()`` says whether a git process left by an earlier run
-        could still be working in it (and then the lock is left alone).
+        repository; ``holder_alive()`` says whether a git process (left by an earlier run,
+        or started by hand) could still be working in it, and then the locks are left
+        alone: removing a live lock is how auto-committers corrupt their index.
         """
-        lock = self.git_dir / "index.lock"
-        if not lock.exists():
-            return False
+        locks = self.locks()
+        if not locks:
+            return []
+        names = ", ".join(lock.name for lock in locks)
         if holder_alive():
-            log.warning("index.lock is held by a running git process; leaving it")
-            return False
-        lock.unlink(missing_ok=True)
-        log.warning("removed a stale index.lock left by an interrupted git command")
-        return True
+            if names != self._held_logged:
+                log.warning(
+                    "%s in %s is held by a running git process; leaving it (recording "
+                    "waits until that process ends)",
+                    names,
+                    self.git_dir,
+                )
+                self._held_logged = names
+            return []
+        self._held_logged = None
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+        log.warning(
+            "removed stale %s left in %s by an interrupted git command", names, self.git_dir
+        )
+        return locks
 
     # ----------------------------------------------------------------- queries
 
@@ -137,31 +178,83 @@ class GitRepo:
             strip_newline_in_stdout=False,
         )
 
+    # ------------------------------------------------------------ work tree
+
+    def worktree_changes(self, paths: Iterable[str] | None) -> list[StagedChange]:
+        """Tracked files under ``paths`` (None: all) whose work-tree state differs from
+        the index: M(odified), D(eleted) or T(ype changed); ``old_blob`` is the index's."""
+        args = ["git", "diff-files", "--raw", "-z", "--abbrev=40"]
+        changes: list[StagedChange] = []
+        for chunk in _path_chunks(paths):
+            out = self.git.execute(
+                [*args, "--", *chunk], stdout_as_string=False, env={"GIT_OPTIONAL_LOCKS": "0"}
+            )
+            changes.extend(_parse_raw(out))
+        return changes
+
+    def untracked(self, paths: Iterable[str] | None) -> list[str]:
+        """Files under ``paths`` (None: all) that git does not track, minus the ignored.
+
+        Only the agent's own rules (info/exclude) apply: a ``.gitignore`` someone leaves
+        in the share does not hide documents from the register.
+        """
+        args = [
+            "git",
+            "ls-files",
+            "-z",
+            "--others",
+            f"--exclude-from={self.git_dir / 'info' / 'exclude'}",
+        ]
+        names: list[str] = []
+        for chunk in _path_chunks(paths):
+            out = self.git.execute(
+                [*args, "--", *chunk], stdout_as_string=False, env={"GIT_OPTIONAL_LOCKS": "0"}
+            )
+            names.extend(os.fsdecode(name) for name in out.split(b"\0") if name)
+        return names
+
     # ---------------------------------------------------------------- staging
 
-    def stage(self, paths: Iterable[str] | None) -> list[str]:
-        """Stage the work tree's state of ``paths`` (all of it for None); return failures.
+    def stage(self, paths: Iterable[str]) -> list[str]:
+        """Put the work tree's state of these files in the index; return the unreadable.
 
-        Unreadable files do not stop the others (``--ignore-errors``); their names are
-        returned so the caller can log them and try again later.
+        Paths are files, never folders (the caller has looked at each); a missing one
+        is removed from the index (or ignored if it was never there). A file git cannot
+        read does not stop the others: it is left out and returned.
         """
-        args = ["git", "add", "--all", "--ignore-errors"]
-        with self._pathspec_file(paths) as spec:
-            if spec is not None:
-                args += [f"--pathspec-from-file={spec}", "--pathspec-file-nul"]
-            status, _out, err = self.git.execute(
-                args, with_extended_output=True, with_exceptions=False
+        pending = list(paths)
+        failed: list[str] = []
+        while pending:
+            data = b"".join(os.fsencode(p) + b"\0" for p in pending)
+            process = self.git.execute(
+                ["git", "update-index", "--add", "--remove", "--replace", "-z", "--stdin"],
+                as_process=True,
+                istream=subprocess.PIPE,
             )
-        if status == 0:
-            return []
-        failed = []
-        for line in err.splitlines():
+            _out, err = process.proc.communicate(data)
+            if process.proc.returncode == 0:
+                break
             # e.g.: error: open("secret.docx"): Permission denied
-            if line.startswith('error: open("') and '"):' in line:
-                failed.append(line[len('error: open("') : line.index('"):')])
-        if not failed and "did not match any files" not in err:
-            raise git.GitCommandError(args, status, err)
+            #       fatal: Unable to process path secret.docx
+            text = os.fsdecode(err)
+            bad = None
+            for line in text.splitlines():
+                if line.startswith("fatal: Unable to process path "):
+                    bad = line[len("fatal: Unable to process path ") :]
+            if bad is None or bad not in pending:
+                raise git.GitCommandError(["git", "update-index"], process.proc.returncode, err)
+            failed.append(bad)
+            pending.remove(bad)
         return failed
+
+    def stage_removal(self, paths: Iterable[str]) -> None:
+        """Remove these files from the index (without looking at the work tree, so a path
+        now behind a symbolic link is removed, not refused)."""
+        data = b"".join(os.fsencode(p) + b"\0" for p in paths)
+        if data:
+            self._run_with_input(
+                ["git", "update-index", "--force-remove", "-z", "--stdin"], data, {}
+            )
 
     def unstage(self, paths: Iterable[str]) -> None:
         """Put the index entries of ``paths`` back to HEAD's."""
@@ -203,13 +296,6 @@ class GitRepo:
         )
         return list(_parse_raw(out))
 
-    def tracked(self) -> set[str]:
-        """Every path the index tracks."""
-        out = self.git.execute(
-            ["git", "ls-files", "-z"], stdout_as_string=False, env={"GIT_OPTIONAL_LOCKS": "0"}
-        )
-        return {os.fsdecode(name) for name in out.split(b"\0") if name}
-
     # ---------------------------------------------------------------- commits
 
     def commit_entries(
@@ -226,7 +312,7 @@ class GitRepo:
         becomes one commit per author while the main index keeps every staged entry.
         """
         parent = self.head()
-        fd, index = tempfile.mkstemp(prefix="officium-index-", dir=self.git_dir)
+        fd, index = tempfile.mkstemp(prefix=_PRIVATE_INDEX, dir=self.git_dir)
         os.close(fd)
         os.unlink(index)
         env = {"GIT_INDEX_FILE": index}
@@ -311,20 +397,21 @@ class GitRepo:
     # ---------------------------------------------------------------- helpers
 
     def _pathspec_file(self, paths: Iterable[str] | None) -> _PathspecFile:
-        return _PathspecFile(paths)
+        return _PathspecFile(paths, self.git_dir)
 
 
 class _PathspecFile:
     """A NUL-separated pathspec file (names may be any bytes; none can be an option)."""
 
-    def __init__(self, paths: Iterable[str] | None) -> None:
+    def __init__(self, paths: Iterable[str] | None, directory: Path) -> None:
         self.paths = None if paths is None else list(paths)
+        self.directory = directory
         self.name: str | None = None
 
     def __enter__(self) -> str | None:
         if self.paths is None:
             return None
-        fd, self.name = tempfile.mkstemp(prefix="officium-pathspec-")
+        fd, self.name = tempfile.mkstemp(prefix=_PATHSPEC, dir=self.directory)
         with os.fdopen(fd, "wb") as handle:
             handle.write(b"\0".join(os.fsencode(p) for p in self.paths))
         return self.name
@@ -332,6 +419,26 @@ class _PathspecFile:
     def __exit__(self, *_exc) -> None:
         if self.name:
             os.unlink(self.name)
+
+
+def _path_chunks(paths: Iterable[str] | None) -> Iterator[list[str]]:
+    """Paths as command-line arguments, a bounded number at a time (None: one empty
+    chunk, meaning everything). Commands without ``--pathspec-from-file`` need this;
+    GIT_LITERAL_PATHSPECS keeps every name literal and ``--`` keeps it from being an
+    option."""
+    if paths is None:
+        yield []
+        return
+    chunk: list[str] = []
+    size = 0
+    for path in paths:
+        chunk.append(path)
+        size += len(os.fsencode(path)) + 1
+        if len(chunk) >= 1000 or size >= 100_000:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def _parse_raw(out: bytes) -> Iterator[StagedChange]:

@@ -43,7 +43,11 @@ def state_dir_for(base: Path, root: Path) -> Path:
 
 
 def git_process_alive(git_dir: Path) -> bool:
-    """True when a running process works in ``git_dir`` (its environment names it)."""
+    """True when a running process works in ``git_dir`` (its environment names it).
+
+    The sender's ``git cat-file`` readers are not counted: they only read objects and
+    never take a lock.
+    """
     needle = b"GIT_DIR=" + os.fsencode(git_dir) + b"\0"
     proc = Path("/proc")
     if not proc.is_dir():
@@ -52,10 +56,14 @@ def git_process_alive(git_dir: Path) -> bool:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if needle in (entry / "environ").read_bytes():
-                return True
+            if needle not in (entry / "environ").read_bytes():
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
+        if len(argv) > 1 and argv[0].endswith(b"git") and argv[1] == b"cat-file":
+            continue
+        return True
     return False
 
 
@@ -83,7 +91,10 @@ class FolderAgent:
         self.mode = "not started"
         self._lock_handle = None
         self._threads: list[threading.Thread] = []
+        self._working = False
         self._observer = None
+        self._handler: FolderEvents | None = None
+        self._watched: tuple[int, int] | None = None
         self._alarm: OverflowAlarm | None = None
         self.client: OfficiumClient | None = None
         self.recorder: Recorder | None = None
@@ -98,6 +109,13 @@ class FolderAgent:
             raise OfficiumError(f"{self.root} is not a folder")
         self.state.mkdir(parents=True, exist_ok=True)
         self._take_instance_lock()
+        try:
+            self._start()
+        except BaseException:
+            self.stop(drain_seconds=0)  # release the lock and whatever was started
+            raise
+
+    def _start(self) -> None:
         folder, self.client = self._credentials()
         rules = IgnoreRules(self.settings.ignore)
         attributor = Attributor(self.settings.authors_file)
@@ -110,29 +128,33 @@ class FolderAgent:
             attributor=attributor,
             rules=rules,
             max_file_bytes=self.settings.max_file_bytes,
+            holder_alive=lambda: git_process_alive(git_dir),
         )
-        self.recorder.open(holder_alive=lambda: git_process_alive(git_dir))
+        self.recorder.open()
         self.recorder.recover_outbox()
         self.sender = Sender(
             client=self.client,
             folder=folder,
             outbox=self.outbox,
-            repo=GitRepo(git_dir, self.root),
+            repo=GitRepo(git_dir, self.root, objects_only=True),
             stop=self.stop_event,
             retry_max_seconds=self.settings.retry_max_seconds,
         )
         self.sender.start()
         self._threads.append(self.sender)
         # Watch first, then reconcile: an edit made during the reconcile is still seen.
-        handler = FolderEvents(self.root, self.dirty, rules, attributor)
-        self._observer, self.mode = start_observer(
-            self.root, handler, poll=self.poll, poll_seconds=self.settings.poll_seconds
-        )
+        self._handler = FolderEvents(self.root, self.dirty, rules, attributor)
+        self._watch()
         self._alarm = OverflowAlarm(self.request_rescan)
         for name in _WATCHDOG_LOGGERS:
             logging.getLogger(name).addHandler(self._alarm)
         started = time.monotonic()
-        self.recorder.record(None, busy=self.dirty.busy())
+        try:
+            self.recorder.record(None, busy=self.dirty.busy())
+        except Exception:
+            # The record loop retries (a lock held by a live git process, say).
+            log.exception("the start-up reconcile failed; it will be retried")
+            self.rescan_requested.set()
         log.info(
             "watching %s as folder '%s' (%s); start-up reconcile took %.2f s",
             self.root,
@@ -164,6 +186,10 @@ class FolderAgent:
         self.dirty.wakeup.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        if self._observer is not None and self._observer.is_alive():
+            # The record loop may have started a new watcher meanwhile (folder replaced).
+            self._observer.stop()
+            self._observer.join(timeout=5)
         if self.recorder is not None:
             self.recorder.repo.release()
         if self.outbox is not None:
@@ -172,6 +198,40 @@ class FolderAgent:
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None
+
+    def _watch(self) -> None:
+        """Start (or restart) the observer on the folder as it is now."""
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        self._observer, self.mode = start_observer(
+            self.root, self._handler, poll=self.poll, poll_seconds=self.settings.poll_seconds
+        )
+        info = os.stat(self.root)
+        self._watched = (info.st_dev, info.st_ino)
+
+    def _check_watched_folder(self) -> None:
+        """Watch the folder again if it was replaced (a new directory at the same path)."""
+        try:
+            info = os.stat(self.root)
+        except OSError:
+            return  # gone: the recorder pauses until it is back
+        if (info.st_dev, info.st_ino) != self._watched:
+            log.warning("folder %s was replaced; watching the new one and rescanning", self.root)
+        elif not self._observer.is_alive():
+            log.warning("the watcher of %s stopped; starting it again and rescanning", self.root)
+        else:
+            return
+        self._watch()
+        self.request_rescan()
+
+    def _watching_the_folder(self) -> bool:
+        """False when the folder was replaced and the observer is not watching it yet."""
+        try:
+            info = os.stat(self.root)
+        except OSError:
+            return True  # gone: nothing to watch until it is back
+        return (info.st_dev, info.st_ino) == self._watched
 
     def request_rescan(self) -> None:
         """Rescan the whole folder soon (after an inotify overflow, say)."""
@@ -185,7 +245,9 @@ class FolderAgent:
         idle_since = None
         while time.monotonic() < deadline:
             idle = (
-                not len(self.dirty)
+                not self._working
+                and self._watching_the_folder()
+                and not len(self.dirty)
                 and not self.rescan_requested.is_set()
                 and self.outbox.pending_count() == 0
                 and self.sender.idle.is_set()
@@ -247,33 +309,61 @@ class FolderAgent:
 
     def _record_loop(self) -> None:
         settings = self.settings
-        tick = max(settings.settle_seconds / 4, 0.005)
         next_rescan = time.monotonic() + settings.rescan_seconds
+        next_folder_check = 0.0
+        failures = 0
+        last_failure = None
         while not self.stop_event.is_set():
+            settle = settings.settle_seconds
+            if self.mode == "polling":
+                # Between two polls nothing is seen: quiet must outlast a poll interval.
+                settle += 2 * settings.poll_seconds
+            tick = max(settle / 4, 0.005)
             self.dirty.wakeup.wait(timeout=tick if len(self.dirty) else 1.0)
             self.dirty.wakeup.clear()
             if self.stop_event.is_set():
                 return
+            # Paths taken out of the dirty set are in the worker's hands until committed.
+            self._working = True
             try:
                 now = time.monotonic()
+                if now >= next_folder_check:
+                    next_folder_check = now + 0.5
+                    self._check_watched_folder()
                 if self.rescan_requested.is_set() or now >= next_rescan:
                     self.rescan_requested.clear()
                     next_rescan = now + settings.rescan_seconds
                     retry = self.recorder.record(None, busy=self.dirty.busy())
                 else:
-                    settled = self.dirty.take_settled(
-                        settle=settings.settle_seconds,
-                        delete_grace=settings.delete_grace_seconds,
+                    settled, moves = self.dirty.take_settled(
+                        settle=settle,
+                        delete_grace=max(settings.delete_grace_seconds, settle),
                         open_writer=settings.open_writer_seconds,
                         exists=lambda p: os.path.lexists(self.root / p),
                     )
                     if not settled:
                         continue
-                    retry = self.recorder.record(settled)
+                    try:
+                        retry = self.recorder.record(settled, moves=moves, busy=self.dirty.busy())
+                    except Exception:
+                        for path in settled:
+                            self.dirty.touch(path)
+                        raise
                 for path in retry:
                     self.dirty.touch(path)
-            except Exception:
+                failures, last_failure = 0, None
+            except Exception as exc:
                 # The worker must survive anything one batch throws; a rescan repairs it.
-                log.exception("recording failed; the folder will be rescanned")
-                self.stop_event.wait(1.0)
+                failures += 1
+                if str(exc) != last_failure:
+                    log.exception("recording failed; the folder will be rescanned")
+                    last_failure = str(exc)
+                self.stop_event.wait(min(0.5 * 2 ** min(failures - 1, 4), 5.0))
+                try:
+                    self.recorder.repair()
+                    self.recorder.recover_outbox()
+                except Exception:
+                    log.exception("cannot repair the repository yet")
                 self.rescan_requested.set()
+            finally:
+                self._working = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import ValidationError
 
@@ -24,6 +25,8 @@ __all__ = ["Sender"]
 
 log = logging.getLogger("officium.agent")
 _REFUSED = (Conflict, Invalid, NotFound, Forbidden, TooLarge)
+_SMALL_CONTENT = 256 * 1024
+_UPLOADERS = 4
 
 
 class Sender(threading.Thread):
@@ -74,24 +77,50 @@ class Sender(threading.Thread):
                 )
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, self.retry_max)
+            except Exception:
+                # Reading git's objects can fail too; the sender must outlive it.
+                log.exception("sending failed; retrying in %.1f s", delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, self.retry_max)
             finally:
                 self.repo.release()
 
     def _send(self, batch: list[PendingCommit]) -> None:
         reports = []
+        contents: dict[str, dict] = {}
         for pending in batch:
             for report in pending.reports:
-                if report["sha256"] and not self.client.has_content(report["sha256"]):
-                    self.client.upload_chunks(
-                        report["sha256"],
-                        self.repo.blob_chunks(report["blob"]),
-                        size=report["size"],
-                    )
+                if report["sha256"]:
+                    contents.setdefault(report["sha256"], report)
                 reports.append(_wire(pending.commit, report))
+        self._upload(list(contents.values()))
         if reports:
             self.client.report(self.folder, reports)
         self.outbox.done([pending.commit for pending in batch])
         self.sent += len(reports)
+
+    def _upload(self, contents: list[dict]) -> None:
+        """Put every report's bytes on the server (before the reports that name them).
+
+        Large contents are asked about first and streamed from git only if the server
+        lacks them. Small ones are simply sent, several at a time: asking would cost as
+        much as sending, and sending known bytes again changes nothing on the server.
+        """
+        small = []
+        for report in contents:
+            if report["size"] <= _SMALL_CONTENT:
+                # Read here: the git object reader is not shared between threads.
+                small.append((report["sha256"], b"".join(self.repo.blob_chunks(report["blob"]))))
+            elif not self.client.has_content(report["sha256"]):
+                self.client.upload_chunks(
+                    report["sha256"], self.repo.blob_chunks(report["blob"]), size=report["size"]
+                )
+        if len(small) > 1:
+            with ThreadPoolExecutor(_UPLOADERS, thread_name_prefix="officium-upload") as pool:
+                for _stored in pool.map(lambda item: self.client.upload_content(*item), small):
+                    pass
+        elif small:
+            self.client.upload_content(*small[0])
 
     def _isolate(self, batch: list[PendingCommit], exc: OfficiumError) -> None:
         if len(batch) > 1:

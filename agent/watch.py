@@ -3,9 +3,13 @@
 Events are never replayed. A path is only marked dirty with the time of its last event;
 the recorder later compares the folder itself with the last commit. A path is settled
 once it has been quiet for the settle interval and is not open for writing (inotify's
-close-after-write says when a writer is done); a vanished path gets a longer grace, as
-editors' saves move the original away for a moment. Paths linked by a move settle
-together, so a rename is seen as one.
+close-after-write says when a writer is done). Two kinds of path get a longer grace: a
+vanished one, as editors' saves move the original away for a moment, and a file just
+created whose writer has neither written nor closed it yet (it may be about to). Paths
+linked by a move settle together, so a rename is seen as one.
+
+The polling observer (network shares) reports no opens or closes, only what changed
+between two polls: there a path must stay unchanged for longer than a poll interval.
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ _LOCK_READ_LIMIT = 4096
 class _Entry:
     last: float
     writing: bool = False
+    fresh: bool = False  # created, and its writer has not written or closed it yet
     moved_away: bool = False
     partners: set[str] = field(default_factory=set)
+    moved_from: str | None = None  # the kept path last renamed to this one
 
 
 class DirtyPaths:
@@ -62,10 +68,14 @@ class DirtyPaths:
         path: str,
         *,
         writing: bool | None = None,
+        fresh: bool | None = None,
         moved_away: bool = False,
         now: float | None = None,
     ) -> None:
-        """``path`` had an event now (``moved_away``: it was renamed to a kept name)."""
+        """``path`` had an event now (``moved_away``: it was renamed to a kept name).
+
+        ``writing`` and ``fresh`` change what is known of its writer; None keeps it.
+        """
         now = time.monotonic() if now is None else now
         with self._lock:
             entry = self._entries.get(path)
@@ -75,18 +85,21 @@ class DirtyPaths:
             entry.moved_away = moved_away
             if writing is not None:
                 entry.writing = writing
+            if fresh is not None:
+                entry.fresh = fresh
         self.wakeup.set()
 
     def closed(self, path: str, now: float | None = None) -> None:
         """A writer closed ``path``: it may settle after the quiet interval."""
-        self.touch(path, writing=False, now=now)
+        self.touch(path, writing=False, fresh=False, now=now)
 
     def link(self, a: str, b: str) -> None:
-        """``a`` moved to ``b``: they settle together."""
+        """``a`` moved to ``b``: they settle together, and ``b`` remembers where it was."""
         with self._lock:
             for one, other in ((a, b), (b, a)):
                 entry = self._entries.setdefault(one, _Entry(last=time.monotonic()))
                 entry.partners.add(other)
+            self._entries[b].moved_from = a
 
     def __len__(self) -> int:
         with self._lock:
@@ -105,8 +118,9 @@ class DirtyPaths:
         open_writer: float,
         exists: Callable[[str], bool],
         now: float | None = None,
-    ) -> list[str]:
-        """Remove and return every settled path (with all the paths moved with it)."""
+    ) -> tuple[list[str], dict[str, str]]:
+        """Remove and return every settled path (with all the paths moved with it), and
+        the moves seen among them (destination -> source)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             ready = {
@@ -123,9 +137,12 @@ class DirtyPaths:
                 seen |= group
                 if group <= ready:
                     taken.extend(sorted(group))
+            moves = {}
             for path in taken:
-                del self._entries[path]
-            return taken
+                entry = self._entries.pop(path)
+                if entry.moved_from is not None:
+                    moves[path] = entry.moved_from
+            return taken, moves
 
     def _group(self, path: str) -> set[str]:
         group, todo = set(), [path]
@@ -146,9 +163,13 @@ class DirtyPaths:
             return quiet >= open_writer
         if quiet < settle:
             return False
+        if quiet >= delete_grace:
+            return True
+        if entry.fresh:
+            return False  # created empty and still open, most likely: give it the grace
         # A path renamed to a kept name has no reason to come back; any other vanished
         # path gets the grace (Word moves the original to ~WRL*.tmp while saving).
-        return quiet >= delete_grace or entry.moved_away or exists(path)
+        return entry.moved_away or exists(path)
 
 
 class FolderEvents(FileSystemEventHandler):
@@ -162,6 +183,8 @@ class FolderEvents(FileSystemEventHandler):
         self.dirty = dirty
         self.rules = rules
         self.attributor = attributor
+        # inotify says when a writer closes a file; the polling observer cannot.
+        self.closes_reported = True
 
     def _relative(self, path: str | bytes) -> str | None:
         text = os.fsdecode(path)
@@ -188,27 +211,35 @@ class FolderEvents(FileSystemEventHandler):
         if self.rules.ignores(source):
             self._maybe_lock_file(source, event)
             return
-        if isinstance(event, FileClosedEvent):
-            self.dirty.closed(source)
-        elif event.event_type == "modified" and not event.is_directory:
-            self.dirty.touch(source, writing=True)
-        else:
+        if event.is_directory or not self.closes_reported:
             self.dirty.touch(source)
+        elif isinstance(event, FileClosedEvent):
+            self.dirty.closed(source)
+        elif event.event_type == "modified":
+            self.dirty.touch(source, writing=True, fresh=False)
+        elif event.event_type == "created":
+            self.dirty.touch(source, fresh=True)
+        else:  # deleted: whoever was writing it is done with this name
+            self.dirty.touch(source, writing=False, fresh=False)
 
     def _moved(self, source: str, destination: str | None) -> None:
         source_kept = bool(source) and not self.rules.ignores(source)
         dest_kept = bool(destination) and not self.rules.ignores(destination)
         if source_kept:
-            self.dirty.touch(source, moved_away=dest_kept)
+            self.dirty.touch(source, writing=False, fresh=False, moved_away=dest_kept)
         if dest_kept:
-            self.dirty.touch(destination)
+            # A file is renamed into place once written (an atomic save).
+            self.dirty.touch(destination, writing=False, fresh=False)
         if source_kept and dest_kept:
             self.dirty.link(source, destination)
 
     def _maybe_lock_file(self, relative: str, event: FileSystemEvent) -> None:
+        directory, _, name = relative.rpartition("/")
+        if event.event_type == "deleted":
+            self.attributor.lock_released(relative)
+            return
         if event.event_type not in ("created", "modified", "closed"):
             return
-        directory, _, name = relative.rpartition("/")
         full = self.root / relative
         try:
             siblings = os.listdir(full.parent) if name.startswith("~$") else ()
@@ -223,7 +254,7 @@ class FolderEvents(FileSystemEventHandler):
         except OSError:
             return
         document = f"{directory}/{target}" if directory else target
-        self.attributor.saw_lock(document, parse_lock_owner(name, data))
+        self.attributor.saw_lock(document, parse_lock_owner(name, data), lock=relative)
 
 
 class OverflowAlarm(logging.Handler):
@@ -244,6 +275,7 @@ _WATCH_LIMIT_ERRORS = {errno.ENOSPC, errno.EMFILE, errno.ENFILE}
 def start_observer(root: Path, handler: FolderEvents, *, poll: bool, poll_seconds: float):
     """Start watching ``root`` recursively; fall back to polling if inotify runs out."""
     if not poll:
+        handler.closes_reported = True
         observer = Observer()
         try:
             observer.schedule(handler, os.fsdecode(root), recursive=True)
@@ -260,6 +292,7 @@ def start_observer(root: Path, handler: FolderEvents, *, poll: bool, poll_second
                 exc.strerror,
                 poll_seconds,
             )
+    handler.closes_reported = False
     observer = PollingObserver(timeout=poll_seconds)
     observer.schedule(handler, os.fsdecode(root), recursive=True)
     observer.start()
