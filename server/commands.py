@@ -107,6 +107,7 @@ def up(
     from agent.runner import FolderAgent
     from agent.settings import AgentSettings
     from clients.sdk import OfficiumClient
+    from core.errors import OfficiumError
     from server.app import create_app
     from server.settings import Settings
 
@@ -145,6 +146,9 @@ def up(
     )
     try:
         run_agents([folder_agent], stop)
+    except OfficiumError as exc:
+        console.print(f"officium up: {exc.detail}")
+        raise typer.Exit(1) from None
     finally:
         client.close()
         server.should_exit = True

@@ -43,16 +43,24 @@ def status_of(
     session: Session, document: Document, *, folder: str, owner: str | None, now: datetime
 ) -> schemas.DocumentStatus:
     """The wire status of a document whose folder and owner names are known."""
-    awaiting, review_id = reviews.document_awaiting(session, document, now=now)
+    awaiting, review = reviews.document_awaiting(session, document, now=now)
     final = None
-    note = None
+    notes = []
     if document.final_number is not None:
         final = schemas.VersionRef(number=document.final_number, sha256=document.final_sha256)
         if document.latest_number != document.final_number:
-            note = f"final v{document.final_number}; working copy v{document.latest_number} differs"
+            notes.append(
+                f"final v{document.final_number}; working copy v{document.latest_number} differs"
+            )
+    if review is not None and review.version_number != document.latest_number:
+        notes.append(
+            f"review #{review.id} is of v{review.version_number}; "
+            f"working copy v{document.latest_number} differs"
+        )
     copy_of = _copy_of(session, document)
-    if note is None and copy_of is not None and document.latest_number == 1:
-        note = copy_note(copy_of)
+    if not notes and copy_of is not None and document.latest_number == 1:
+        notes.append(copy_note(copy_of))
+    note = "; ".join(notes) or None
     return schemas.DocumentStatus(
         id=document.id,
         folder=folder,
@@ -66,7 +74,12 @@ def status_of(
         created_at=document.created_at,
         updated_at=document.updated_at,
         note=note,
-        review_id=review_id,
+        review_id=review.id if review else None,
+        pinned=(
+            schemas.VersionRef(number=review.version_number, sha256=review.sha256)
+            if review
+            else None
+        ),
         copy_of=copy_of,
     )
 

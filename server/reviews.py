@@ -261,7 +261,7 @@ def reviews_of(session: Session, document_id: int, *, now: datetime) -> schemas.
 
 def document_awaiting(
     session: Session, document: Document, *, now: datetime
-) -> tuple[list[schemas.Awaiting], int | None]:
+) -> tuple[list[schemas.Awaiting], Review | None]:
     """Whose move it is on a document (owner assignment, open review) and its open review."""
     if document.deleted:
         return [], None
@@ -274,7 +274,7 @@ def document_awaiting(
     review = open_review(session, document.id)
     if review is None:
         return [], None
-    return _review_awaiting(session, review, _decisions(session, review), now=now), review.id
+    return _review_awaiting(session, review, _decisions(session, review), now=now), review
 
 
 def final_version(session: Session, document_id: int) -> schemas.FinalVersion:
@@ -337,6 +337,8 @@ def submit(
         due=request.due,
         separation_of_duties=request.separation_of_duties,
     )
+    if policy.due is not None and policy.due <= now:
+        raise Invalid(f"the due date {format_time(policy.due)} is already past")
     if not policy.separation_of_duties and principal.has_role(Role.admin) is None:
         raise Forbidden("only an admin may relax separation of duties for a review")
     _check_parties_exist(session, policy)
@@ -815,11 +817,14 @@ def inbox(session: Session, *, principal: Principal, now: datetime) -> schemas.I
     mine = {f"person:{principal.username}"} | {
         f"office:{m.office}" for m in principal.memberships if m.role is Role.approver
     }
+    approver_of = {m.office for m in principal.memberships if m.role is Role.approver}
     for review in session.exec(select(Review).where(Review.state == "open")).all():
         document = session.get(Document, review.document_id)
         rows = _decisions(session, review)
         for awaited in _review_awaiting(session, review, rows, now=now, parents=parents):
-            if awaited.party in mine:
+            if awaited.party in mine and _may_decide(
+                session, review, rows, principal, approver_of, now=now, parents=parents
+            ):
                 items.append(
                     _item(document, names, awaited.action, awaited.since, awaited.due, review.id)
                 )
@@ -861,6 +866,32 @@ def inbox(session: Session, *, principal: Principal, now: datetime) -> schemas.I
         ).all():
             items.append(_item(document, names, "assign an owner", document.created_at, None, None))
     return schemas.Inbox(items=items)
+
+
+def _may_decide(session, review, rows, principal, approver_of, *, now, parents) -> bool:
+    """Whether the caller could decide on this review now (separation of duties included)."""
+    if principal.username is None:
+        return False
+    author = session.exec(
+        select(Person.username)
+        .join(Version, Version.author_person_id == Person.id)
+        .where(Version.document_id == review.document_id, Version.number == review.version_number)
+    ).first()
+    try:
+        rules.may_decide(
+            _policy(review),
+            _rule_decisions(rows),
+            person=principal.username,
+            person_offices_as_approver=approver_of,
+            author=author,
+            submitter=session.get(Person, review.submitter_person_id).username,
+            version=review.version_number,
+            now=now,
+            parents=parents,
+        )
+    except (Forbidden, Conflict):
+        return False
+    return True
 
 
 def _item(document, names, action, since, due, review_id) -> schemas.InboxItem:

@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -64,7 +64,9 @@ class _SqliteDatabases:
 class _PostgresDatabases:
     def __init__(self, url: str, root: Path) -> None:
         self.base = sa.make_url(url).set(drivername="postgresql+psycopg")
-        self.admin = sa.create_engine(self.base, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+        self.admin = sa.create_engine(
+            self.base, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+        )
         self.prefix = f"officium_t{uuid.uuid4().hex[:8]}"
         self.template = f"{self.prefix}_template"
         self.counter = itertools.count()
@@ -110,9 +112,27 @@ def settings(tmp_path, database_url) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=database_url)
 
 
+class MovableClock:
+    """The app's clock in tests: real time plus an offset the test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
 @pytest.fixture
-def app(settings):
-    return create_app(settings)
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+def app(settings, clock):
+    return create_app(settings, clock=clock)
 
 
 @pytest.fixture
@@ -175,8 +195,15 @@ class AgentDouble:
         assert response.status_code == expect, response.text
         return response.json()
 
-    def entry(self, path: str, data: bytes | None, *, kind: str = "modified", commit: str | None = None,
-              **more) -> dict:
+    def entry(
+        self,
+        path: str,
+        data: bytes | None,
+        *,
+        kind: str = "modified",
+        commit: str | None = None,
+        **more,
+    ) -> dict:
         entry = {
             "path": path,
             "kind": kind,
@@ -198,7 +225,9 @@ class AgentDouble:
 def office_and_folder(http):
     """An office 'Planning' and a folder 'plans' it owns by default."""
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    assert http.post("/api/v1/offices", json={"name": "Planning"}, headers=headers).status_code == 201
+    assert (
+        http.post("/api/v1/offices", json={"name": "Planning"}, headers=headers).status_code == 201
+    )
     response = http.post(
         "/api/v1/folders",
         json={"name": "plans", "root": "/srv/share/plans", "default_owner": "Planning"},

@@ -24,16 +24,16 @@ def test_a_save_becomes_one_recorded_version(share, start_agent, live_admin):
     assert document.latest.number == 2
 
 
-def test_the_share_gets_no_git_dir_and_history_lives_in_the_state_dir(
-    share, start_agent, tmp_path
-):
+def test_the_share_gets_no_git_dir_and_history_lives_in_the_state_dir(share, start_agent, tmp_path):
     agent = start_agent(share)
     (share / "a.txt").write_bytes(b"a")
     assert agent.wait_idle(10)
     assert not (share / ".git").exists()
     log = subprocess.run(
         ["git", f"--git-dir={agent.state / 'repo.git'}", "log", "--format=%an|%cn|%s"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "Officium agent" in log
     assert "officium: 1 change(s)" in log

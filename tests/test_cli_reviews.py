@@ -404,13 +404,15 @@ def test_a_second_open_review_is_refused(office, officium):
 # ------------------------------------------------------------------ the SDK's remaining calls
 
 
-def test_sdk_reviews_keys_and_escalation(office, admin):
+def test_sdk_reviews_keys_and_escalation(office, admin, clock):
     paula, larry = office.clients["paula"], office.clients["larry"]
     doc = office.save("late.txt", b"late")
-    overdue = datetime.now(UTC) - timedelta(days=1)
-    review = paula.submit(doc, parties=["office:Legal"], due=overdue, comment="urgent")
-    assert (review.due, review.comment) == (overdue, "urgent")
+    due = datetime.now(UTC) + timedelta(days=1)
+    review = paula.submit(doc, parties=["office:Legal"], due=due, comment="urgent")
+    assert (review.due, review.comment) == (due, "urgent")
 
+    assert admin.escalate() == 0  # not overdue yet
+    clock.advance(days=2)
     assert admin.escalate() == 1
     assert admin.escalate() == 0  # each escalation is recorded once
     parties = [a.party for a in admin.document(doc).awaiting]
@@ -478,9 +480,8 @@ def test_final_o_into_a_missing_directory_names_the_file_asked_for(office, offic
     assert not target.parent.exists()
 
 
-def test_a_due_date_in_the_past_is_pointed_out(office, officium):
+def test_a_due_date_in_the_past_is_refused(office, officium):
     doc = office.save("old.txt", b"old")
     result = officium("submit", str(doc), "--to", "Legal", "--due", "2001-02-03", as_="paula")
-    assert result.exit_code == 0, result.output
-    assert "has passed already" in result.stderr
-    assert "2001-02-03" in result.stdout
+    assert result.exit_code == 1, result.output
+    assert "2001-02-03" in result.stderr and "already past" in result.stderr
