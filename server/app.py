@@ -25,7 +25,7 @@ from server.api import audit, content, directory, documents, folders, notificati
 from server.api.problems import install_problem_handlers, problem
 from server.content import ContentStore
 from server.db import Database, make_engine
-from server.models import utcnow
+from server.models import SigningKey, utcnow
 from server.notifications import Dispatcher
 from server.settings import Settings
 from server.signing import ServerSigner, load_or_create_key
@@ -150,6 +150,14 @@ class Metrics:
             self.requests.labels(scope["method"], route, str(status)).inc()
 
 
+def _register_signing_key(app: FastAPI) -> None:
+    with app.state.db.reading() as session:
+        if session.get(SigningKey, app.state.signer.kid) is not None:
+            return
+    with app.state.db.writing() as session:
+        app.state.signer.register(session)
+
+
 async def _escalation_sweeper(app: FastAPI, every: float = 60.0) -> None:
     """Record overdue reviews' escalations once a minute (idempotent across replicas)."""
     from server import reviews
@@ -182,6 +190,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Publish the signing key before any signature needs it, so auditors can keep it.
+        await anyio.to_thread.run_sync(_register_signing_key, app)
         sweeper = asyncio.create_task(_escalation_sweeper(app))
         dispatcher = Dispatcher(db, settings, clock=lambda: app.state.clock())
         dispatcher.start()

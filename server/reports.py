@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from core import schemas
 from core.errors import Conflict, Forbidden, Invalid
 from core.schemas import ReportKind, ReportOutcome, VersionReport
-from server import audit
+from server import audit, reviews
 from server.audit import Actor
 from server.auth import Principal
 from server.content import ContentStore
@@ -331,6 +331,9 @@ def _rename(
                 "author_hint": report.author_hint,
             },
         )
+        reviews.withdraw_for_deletion(
+            session, replaced, actor=actor, commit=report.commit, now=replaced.updated_at
+        )
     document.path = report.path
     document.updated_at = utcnow()
     session.add(document)
@@ -372,5 +375,8 @@ def _delete(
             "observed_at": report.observed_at.isoformat(),
             "author_hint": report.author_hint,
         },
+    )
+    reviews.withdraw_for_deletion(
+        session, document, actor=actor, commit=report.commit, now=document.updated_at
     )
     return ReportOutcome.deleted, document, "marked deleted; its versions stay downloadable"

@@ -56,6 +56,7 @@ __all__ = [
     "reviews_of",
     "submit",
     "withdraw",
+    "withdraw_for_deletion",
 ]
 
 Clock = Callable[[], datetime]
@@ -140,6 +141,33 @@ def _parents(session: Session) -> dict[str, str | None]:
     offices = session.exec(select(Office)).all()
     names = {office.id: office.name for office in offices}
     return {office.name: names.get(office.parent_id) for office in offices}
+
+
+def withdraw_for_deletion(
+    session: Session, document: Document, *, actor, commit: str, now: datetime
+) -> None:
+    """A deleted document's open review closes: there is nothing left to decide on."""
+    review = open_review(session, document.id)
+    if review is None:
+        return
+    review.state = rules.ReviewState.withdrawn.value
+    review.concluded_at = now
+    session.add(review)
+    document.state = rules.document_state(
+        rules.ReviewState.withdrawn, document.final_number is not None
+    )
+    audit.append(
+        session,
+        actor=actor,
+        action="review.withdrawn",
+        subject={"document": document.id, "folder": document.folder_id, "review": review.id},
+        details={
+            "version": review.version_number,
+            "sha256": review.sha256,
+            "reason": f"the file was deleted from the folder (commit {commit})",
+        },
+        time=now,
+    )
 
 
 def open_review(session: Session, document_id: int) -> Review | None:
@@ -437,7 +465,12 @@ def _prepare(
         parents=_parents(session),
     )
     party = step.decision.party
-    office = party.name if party.kind is rules.PartyKind.office else None
+    office = None
+    if party.kind is rules.PartyKind.office:
+        # The office whose approver role lets this person decide: the party's own, or
+        # (standing in for an overdue office) its parent.
+        parent = _parents(session).get(party.name)
+        office = party.name if party.name in approver_of or parent not in approver_of else parent
     folder = session.get(Folder, document.folder_id)
     payload = decision_payload(
         review=review,

@@ -822,12 +822,6 @@ def test_a_decision_after_a_new_version_approves_the_pinned_version(desk, trail)
         "review.approved", {"version": 1, "sha256": sha(V1)})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: server/documents.py:status_of says nothing when the open review pins a version "
-    "that is no longer the latest (note is set only from the final version), though issue 4 "
-    "Deliver 4 says 'the review and the status say so'; fix: when the open review's pinned "
-    "number differs from latest_number, set note (e.g. 'in review: v1; working copy v2 "
-    "differs') or add the pinned version to the status"))
 def test_the_status_says_when_the_pinned_version_is_no_longer_the_latest(desk):
     doc = desk.save("plan.docx", V1)
     desk.submit("bob", doc, ["office:Legal"])
@@ -864,13 +858,6 @@ def test_the_final_version_stays_retrievable_after_rename_and_deletion(desk, tra
     assert download.headers["X-Officium-SHA256"] == expected["sha256"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: server/reviews.py:document_awaiting returns ([], None) for a deleted document, so "
-    "after the file is deleted during an open review its status says state 'in_review' "
-    "with review_id None and nobody awaited, while GET .../reviews and the inbox still await "
-    "office:Legal (who can still approve); fix: either report the open review and its "
-    "awaiting for deleted documents too, or close (withdraw, with its event) the open "
-    "review when the document is deleted"))
 def test_status_and_inbox_agree_after_a_deletion_during_a_review(desk):
     doc = desk.save("plan.docx", V1)
     desk.submit("bob", doc, ["office:Legal"])
@@ -1047,12 +1034,6 @@ def test_concurrent_sweeps_record_an_escalation_once(clocked):
     trail.verify()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: server/reviews.py:decide records a stand-in's decision with office=party.name, so "
-    "the signed payload (signer.office) and the audit actor say gina acted for 'Legal' as "
-    "its approver, an office in which she holds no role; fix: keep party='office:Legal' but "
-    "record the office that grants the signer's approver role (the parent office, "
-    "'Directorate') in signer.office and in the actor"))
 def test_a_stand_in_decision_names_the_office_the_signer_acts_for(clocked):
     desk, fake_now = clocked
     trail = Trail(desk.http)
@@ -1168,12 +1149,6 @@ def test_a_tampered_or_moved_decision_fails_verification(desk, trail):
     assert verify_detached(second["signature"], second["payload"].encode(), jwk)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: server/signing.py:ServerSigner.register runs only inside sign(), so GET /api/v1/keys "
-    "(and 'officium audit key') lists no server key until the first decision is signed: an "
-    "auditor cannot keep the key before trusting what it signs; fix: register the server "
-    "key (with its key.registered event) when the app starts, e.g. in create_app's lifespan "
-    "or the first writing transaction"))
 def test_the_server_key_is_published_before_it_signs_anything(desk):
     keys = desk.call("hank", "GET", "/keys")["keys"]
     assert [k["username"] for k in keys] == [None]
@@ -1217,12 +1192,6 @@ def test_the_inbox_lists_the_decisions_awaiting_the_caller(desk, trail):
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: server/reviews.py:inbox lists 'decide' for every approver of an awaited office, "
-    "including the review's submitter and the pinned version's author, whom decide() then "
-    "refuses (separation of duties); fix: in inbox(), skip a review when the caller is its "
-    "submitter or the pinned version's author and the review keeps separation_of_duties "
-    "(e.g. by asking core.review.may_decide)"))
 def test_the_inbox_does_not_ask_for_a_decision_the_caller_may_not_take(desk):
     doc = desk.save("plan.docx", V1, author="alice")
     desk.submit("bob", doc, ["office:Legal"])  # alice and bob both approve for Legal
