@@ -24,6 +24,8 @@ from core.schemas import MAX_REPORTS_PER_BATCH, VersionReport
 __all__ = ["Sender"]
 
 log = logging.getLogger("officium.agent")
+# Reports per request: within the server's limit, and few enough contents in memory.
+_CHUNK = min(250, MAX_REPORTS_PER_BATCH)
 _REFUSED = (Conflict, Invalid, NotFound, Forbidden, TooLarge)
 _SMALL_CONTENT = 256 * 1024
 _UPLOADERS = 4
@@ -86,18 +88,21 @@ class Sender(threading.Thread):
                 self.repo.release()
 
     def _send(self, batch: list[PendingCommit]) -> None:
-        reports = []
-        contents: dict[str, dict] = {}
-        for pending in batch:
-            for report in pending.reports:
-                if report["sha256"]:
-                    contents.setdefault(report["sha256"], report)
-                reports.append(_wire(pending.commit, report))
-        self._upload(list(contents.values()))
-        if reports:
-            self.client.report(self.folder, reports)
+        """Upload and report a batch of commits, a bounded chunk at a time.
+
+        A commit can hold more reports than one request may carry (a first import holds
+        the whole folder): its reports go in chunks, each preceded by its contents, and
+        the commit counts as sent after its last chunk. A crash in between resends some
+        chunks, which the server answers as replays.
+        """
+        entries = [(pending.commit, report) for pending in batch for report in pending.reports]
+        for start in range(0, len(entries), _CHUNK):
+            chunk = entries[start : start + _CHUNK]
+            contents = {r["sha256"]: r for _, r in chunk if r["sha256"]}
+            self._upload(list(contents.values()))
+            self.client.report(self.folder, [_wire(commit, r) for commit, r in chunk])
+            self.sent += len(chunk)
         self.outbox.done([pending.commit for pending in batch])
-        self.sent += len(reports)
 
     def _upload(self, contents: list[dict]) -> None:
         """Put every report's bytes on the server (before the reports that name them).

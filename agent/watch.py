@@ -24,10 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
     DirModifiedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileOpenedEvent,
     FileSystemEvent,
@@ -270,6 +275,18 @@ class OverflowAlarm(logging.Handler):
 
 
 _WATCH_LIMIT_ERRORS = {errno.ENOSPC, errno.EMFILE, errno.ENFILE}
+# Only what can change a document. Reads (open, close without writing) are left out of
+# the kernel's queue entirely: git reading 100,000 files would otherwise overflow it.
+_WANTED = (
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+)
 
 
 def start_observer(root: Path, handler: FolderEvents, *, poll: bool, poll_seconds: float):
@@ -278,7 +295,9 @@ def start_observer(root: Path, handler: FolderEvents, *, poll: bool, poll_second
         handler.closes_reported = True
         observer = Observer()
         try:
-            observer.schedule(handler, os.fsdecode(root), recursive=True)
+            observer.schedule(
+                handler, os.fsdecode(root), recursive=True, event_filter=list(_WANTED)
+            )
             observer.start()
             return observer, "inotify"
         except OSError as exc:

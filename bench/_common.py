@@ -15,6 +15,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,10 +32,12 @@ import httpx
 
 __all__ = [
     "LOOPBACK",
+    "Contention",
     "Register",
     "Server",
-    "add_database_option",
+    "add_server_options",
     "commit_id",
+    "describe_database",
     "environment_line",
     "fixed_width",
     "median",
@@ -86,12 +89,40 @@ def fixed_width(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
 
 
-def environment_line(database: str) -> str:
+LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def environment_line(database: str, workers: int = 1) -> str:
+    processes = "one uvicorn worker" if workers == 1 else f"{workers} uvicorn workers"
+    load = ""
+    if LOAD_AT_START is not None:
+        # Other work on the machine skews every figure: say how busy it was before this
+        # run (later readings count this run's own threads).
+        load = f"; 1-minute load average {LOAD_AT_START:.2f} before the run"
     return (
         f"machine: {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}; database: {database}; "
-        "server: one `officium serve` process (one uvicorn worker) on loopback, "
-        "sharing the cores with this load generator"
+        f"server: `officium serve` ({processes}) on loopback, "
+        f"sharing the cores with this load generator{load}"
+    )
+
+
+def add_server_options(parser) -> None:
+    """The options every bench takes to choose the server's database and processes."""
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="run on PostgreSQL: a URL of a server where this user may CREATE DATABASE "
+        "(e.g. postgresql://postgres@127.0.0.1:5432/test); a fresh database is created for "
+        "the run and dropped after it. Default: SQLite in a temporary data directory.",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        metavar="N",
+        help="server processes (`officium serve --workers N`; default 1)",
     )
 
 
@@ -101,13 +132,104 @@ def split(items: Sequence, parts: int) -> list[list]:
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """User plus system CPU seconds a process has used so far (Linux /proc); None elsewhere."""
+    """User plus system CPU seconds used so far by a process and its live children.
+
+    Read from Linux's /proc (so ``--workers`` processes count too); None elsewhere.
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     # After the command name: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for child in _children(pid):
+        total += process_cpu_s(child) or 0.0
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return children
+
+
+def _machine_busy_s() -> float | None:
+    """CPU seconds all processes of the machine have used since boot (Linux /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of_named(names: set[str]) -> float:
+    """CPU seconds used so far by the live processes whose command name is in ``names``."""
+    total = 0.0
+    if not names:
+        return total
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        head, _, rest = text.rpartition(")")
+        if head.split("(", 1)[-1] in names:
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class Contention:
+    """The CPU other processes used while a bench was timing: a check on its figures.
+
+    Busy time of the whole machine, minus the server's and this process's own, summed
+    over every ``timing()`` block.
+    """
+
+    def __init__(self, server_pid: int, *, database_url: str | None) -> None:
+        self.server_pid = server_pid
+        # A PostgreSQL server on this machine works for the bench: its processes count
+        # as the bench's own.
+        self.own_names = {"postgres"} if database_url else set()
+        self.other_s = 0.0
+        self.wall_s = 0.0
+        self.known = True
+
+    @contextlib.contextmanager
+    def timing(self) -> Iterator[None]:
+        before = self._sample()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            after = self._sample()
+            self.wall_s += time.perf_counter() - started
+            if before is None or after is None:
+                self.known = False
+            else:
+                self.other_s += max(0.0, (after[0] - before[0]) - (after[1] - before[1]))
+
+    def _sample(self) -> tuple[float, float] | None:
+        machine = _machine_busy_s()
+        server = process_cpu_s(self.server_pid)
+        if machine is None or server is None:
+            return None
+        return machine, server + time.process_time() + _cpu_of_named(self.own_names)
+
+    def line(self) -> str:
+        if not self.known or self.wall_s == 0:
+            return "other processes' CPU during the timed phases: unknown (no /proc)"
+        share = self.other_s / (self.wall_s * (os.cpu_count() or 1))
+        return (
+            f"other processes used {self.other_s:.1f} CPU-seconds during the "
+            f"{self.wall_s:.0f} s of timed phases ({share:.0%} of the machine)"
+            + ("" if share < 0.05 else ": the figures below are skewed by other work")
+        )
 
 
 # -------------------------------------------------------------- identities
@@ -123,16 +245,6 @@ def commit_id(*parts: object) -> str:
 
 
 # ---------------------------------------------------------------- databases
-
-
-def add_database_option(parser) -> None:
-    parser.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="run on PostgreSQL: a URL of a server where this user may CREATE DATABASE "
-        "(e.g. postgresql://postgres@127.0.0.1:5432/test); a fresh database is created for "
-        "the run and dropped after it. Default: SQLite in a temporary data directory.",
-    )
 
 
 def _psycopg_url(url: str) -> str:
@@ -165,6 +277,17 @@ def scratch_database(base_url: str | None) -> Iterator[str | None]:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def describe_database(url: str | None) -> str:
+    """What the server runs on, for the printed report."""
+    if url is None:
+        return "SQLite (WAL, synchronous=FULL)"
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        version = connection.execute("SHOW server_version").fetchone()[0]
+    return f"PostgreSQL {version.split()[0]} (a scratch database)"
+
+
 # ------------------------------------------------------------------- server
 
 
@@ -190,7 +313,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _launchers(data_dir: Path, port: int) -> list[tuple[str, list[str]]]:
+def _launchers(data_dir: Path, port: int, workers: int) -> list[tuple[str, list[str]]]:
     """Ways to start the server, preferred first.
 
     The ``officium`` console script is the real thing; the direct call of
@@ -198,6 +321,8 @@ def _launchers(data_dir: Path, port: int) -> list[tuple[str, list[str]]]:
     import at the moment (the server itself does not depend on it).
     """
     arguments = ["--data", str(data_dir), "--port", str(port), "--host", LOOPBACK]
+    if workers > 1:
+        arguments += ["--workers", str(workers)]
     launchers = []
     script = Path(sys.executable).with_name("officium")
     if script.exists() or shutil.which("officium"):
@@ -262,17 +387,19 @@ def _tail(log: Path, lines: int = 25) -> str:
 
 
 @contextlib.contextmanager
-def running_server(database_url: str | None) -> Iterator[Server]:
+def running_server(database_url: str | None, *, workers: int = 1) -> Iterator[Server]:
     """Start ``officium serve`` on a free loopback port with a fresh data directory."""
     data_dir = Path(tempfile.mkdtemp(prefix="officium-bench-"))
     admin_token = f"off_bench-{secrets.token_hex(16)}"
     environment = _server_environment(admin_token, database_url)
     process = None
+    # A SIGTERM to the bench unwinds like Ctrl-C, so the server and the directory go too.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         port = _free_port()
         url = f"http://{LOOPBACK}:{port}"
         log = data_dir / "server.log"
-        for name, command in _launchers(data_dir / "server", port):
+        for name, command in _launchers(data_dir / "server", port, workers):
             with log.open("ab") as sink:
                 process = subprocess.Popen(
                     command,
@@ -293,6 +420,11 @@ def running_server(database_url: str | None) -> Iterator[Server]:
         if process is not None:
             _stop(process)
         shutil.rmtree(data_dir, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 # ----------------------------------------------------------------- register
@@ -326,7 +458,11 @@ class Register:
         def work(chunk: list[bytes]) -> None:
             with self.agent() as client:
                 for data in chunk:
-                    response = client.put(f"/api/v1/content/{sha256(data)}", content=data)
+                    try:
+                        response = client.put(f"/api/v1/content/{sha256(data)}", content=data)
+                    except httpx.HTTPError as exc:  # the server went away (Ctrl-C, SIGTERM)
+                        errors.append(f"{type(exc).__name__}: {exc}")
+                        return
                     if response.status_code not in (200, 201):
                         errors.append(f"{response.status_code} {response.text[:200]}")
                         return

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _common import (  # bench/ is on sys.path when a bench runs as a script
+    Contention,
     Register,
-    add_database_option,
+    add_server_options,
     commit_id,
+    describe_database,
     environment_line,
     fixed_width,
     median,
@@ -87,11 +89,11 @@ def plan(name: str, count: int, batch: int, rng: random.Random) -> Run:
     return Run(name, batch, contents, reports, len(versions))
 
 
-def post_timed(register: Register, run: Run) -> None:
+def post_timed(register: Register, run: Run, contention: Contention) -> None:
     """Post the run's reports in its batches; every one must be recorded as a new version."""
     before = register.chain()["head_seq"]
     latencies = []
-    with register.agent() as agent:
+    with register.agent() as agent, contention.timing():
         started = time.perf_counter()
         for first in range(0, len(run.reports), run.batch):
             sent = time.perf_counter()
@@ -204,10 +206,12 @@ def print_report(
     args: argparse.Namespace,
     database: str,
     baseline: str,
+    contention: Contention,
 ) -> bool:
     uploads, upload_s = upload
     print()
-    print(environment_line(database))
+    print(environment_line(database, args.workers))
+    print(contention.line())
     print(
         f"contents uploaded first, not timed below: {uploads} uploads in {upload_s:.1f} s "
         f"({uploads / upload_s:.0f}/s over 4 clients)"
@@ -289,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="reports of the one-per-request run (default 1000; 0 skips it)",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed for the modifications")
-    add_database_option(parser)
+    add_server_options(parser)
     args = parser.parse_args(argv)
     for name, low, high in (("reports", 2, 200_000), ("batch", 1, 1000), ("single", 0, 50_000)):
         if not low <= getattr(args, name) <= high:
@@ -299,18 +303,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [plan("batched", args.reports, args.batch, rng)]
     if args.single:
         runs.append(plan("single", args.single, 1, rng))
-    database = (
-        "PostgreSQL (scratch database)" if args.database_url else "SQLite (WAL, synchronous=FULL)"
-    )
     with ExitStack() as stack:
         url = stack.enter_context(scratch_database(args.database_url))
-        server = stack.enter_context(running_server(url))
+        database = describe_database(url)
+        server = stack.enter_context(running_server(url, workers=args.workers))
         register = Register(server)
         contents = [data for run in runs for data in run.contents]
         upload = (len(contents), register.upload(contents))
+        contention = Contention(server.process.pid, database_url=url)
         for run in runs:
             print(f"posting {len(run.reports)} reports, {run.batch} per request ...", flush=True)
-            post_timed(register, run)
+            post_timed(register, run, contention)
         checks = check_register(register, runs)
         print("measuring the baseline ...", flush=True)
         for run in runs:
@@ -325,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if url
             else "sqlite3 INSERTs, WAL, synchronous=FULL, in the server's data directory"
         )
-    ok = print_report(runs, upload, checks, args, database, baseline)
+    ok = print_report(runs, upload, checks, args, database, baseline, contention)
     return 0 if ok else 1
 
 

@@ -2,11 +2,12 @@
 
 Starts a real server (``officium serve``) on a free loopback port, seeds it with
 documents of 1-3 versions each through the agent's wire (content upload, then version
-reports), and measures, with plain httpx:
+reports), and measures, with a plain HTTP client (``http.client``; ``--client httpx``):
 
 * the median and p99 latency of sequential requests on one keep-alive connection;
-* the throughput and the p99 latency with N concurrent clients (one thread and one
-  keep-alive ``httpx.Client`` each);
+* the throughput, median and p99 latency with N concurrent clients (one thread and one
+  keep-alive connection each), and the CPU per request of the server and of this
+  load generator;
 
 for ``GET /api/v1/documents/{id}`` (status), ``GET /api/v1/verify/{sha256}`` (verify)
 and the baseline ``GET /healthz`` (no database, same server, same middleware), and
@@ -31,10 +32,12 @@ from urllib.parse import urlsplit
 
 from _common import (  # bench/ is on sys.path when a bench runs as a script
     LOOPBACK,
+    Contention,
     Register,
     Server,
-    add_database_option,
+    add_server_options,
     commit_id,
+    describe_database,
     environment_line,
     fixed_width,
     median,
@@ -243,7 +246,9 @@ def _ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}×"
 
 
-def print_report(figures: dict[str, Figures], args: argparse.Namespace, database: str) -> bool:
+def print_report(
+    figures: dict[str, Figures], args: argparse.Namespace, database: str, contention: Contention
+) -> bool:
     status, verify, base = figures["status"], figures["verify"], figures["healthz"]
     rows = []
     for label, pick, as_text in (
@@ -277,7 +282,8 @@ def print_report(figures: dict[str, Figures], args: argparse.Namespace, database
         ]
     )
     print()
-    print(environment_line(database))
+    print(environment_line(database, args.workers))
+    print(contention.line())
     print(
         f"{args.requests} timed requests per endpoint and phase after {args.warmup} warm-up "
         f"requests; sequential: one keep-alive connection per endpoint, endpoints taking turns "
@@ -368,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the load generator's HTTP client: http.client (default, the least CPU per "
         "request) or httpx",
     )
-    add_database_option(parser)
+    add_server_options(parser)
     args = parser.parse_args(argv)
     for name, low, high in (
         ("documents", 1, 100_000),
@@ -380,12 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name} must be between {low} and {high}")
 
     rng = random.Random(args.seed)
-    database = (
-        "PostgreSQL (scratch database)" if args.database_url else "SQLite (WAL, synchronous=FULL)"
-    )
     with ExitStack() as stack:
         url = stack.enter_context(scratch_database(args.database_url))
-        server = stack.enter_context(running_server(url))
+        database = describe_database(url)
+        server = stack.enter_context(running_server(url, workers=args.workers))
         register = Register(server)
         seeded = seed(register, args.documents, rng)
         token = server.admin_token  # a person's token, as `officium status` sends
@@ -399,21 +403,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             found = client.get(paths["verify"][0]).json()
             if not found["matches"]:
                 raise RuntimeError("verify found no match for a seeded version")
+        contention = Contention(server.process.pid, database_url=url)
         print("measuring sequential requests ...", flush=True)
-        latencies = sequential(args.client, server, token, paths, args.warmup, block=100)
+        with contention.timing():
+            latencies = sequential(args.client, server, token, paths, args.warmup, block=100)
         figures = {}
         for name in ("healthz", "status", "verify"):
             print(f"measuring {name} with {args.concurrency} concurrent clients ...", flush=True)
             server_before, client_before = process_cpu_s(server.process.pid), time.process_time()
-            conc, wall = concurrent(
-                args.client, server, token, paths[name][args.warmup :], args.concurrency
-            )
+            with contention.timing():
+                conc, wall = concurrent(
+                    args.client, server, token, paths[name][args.warmup :], args.concurrency
+                )
             server_after, client_after = process_cpu_s(server.process.pid), time.process_time()
             server_cpu = None if server_before is None else server_after - server_before
             figures[name] = Figures(
                 latencies[name], conc, wall, server_cpu, client_after - client_before
             )
-    print_report(figures, args, database)
+    print_report(figures, args, database, contention)
     return 0
 
 

@@ -91,3 +91,15 @@ def test_deletion_is_recorded_and_content_stays(share, start_agent, live_admin, 
     assert document.deleted
     assert live_admin.download(document.id, 1, tmp_path / "copy") == sha(b"keep me")
     assert (tmp_path / "copy").read_bytes() == b"keep me"
+
+
+def test_a_first_import_larger_than_one_request_is_reported_whole(
+    share, start_agent, live_admin
+):
+    for i in range(1050):  # more reports in one commit than one request may carry
+        (share / f"f{i:04}.txt").write_bytes(b"file %d" % i)
+    agent = start_agent(share)
+    assert agent.wait_idle(120)
+    documents = list(live_admin.iter_documents(folder="share"))
+    assert len(documents) == 1050
+    assert {d.latest.number for d in documents} == {1}
