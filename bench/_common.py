@@ -322,7 +322,9 @@ def _launchers(data_dir: Path, port: int, workers: int) -> list[tuple[str, list[
     """
     arguments = ["--data", str(data_dir), "--port", str(port), "--host", LOOPBACK]
     if workers > 1:
-        arguments += ["--workers", str(workers)]
+        # `serve --workers` was dropped: uvicorn's multi-process mode leaves Nagle's
+        # algorithm on (40 ms per keep-alive request). Replicas are separate processes.
+        raise SystemExit("--workers > 1 is not supported: run several `officium serve`")
     launchers = []
     script = Path(sys.executable).with_name("officium")
     if script.exists() or shutil.which("officium"):

@@ -23,6 +23,7 @@ from prometheus_client import (
 from core.errors import Invalid, TooLarge, Unavailable
 from server.api import audit, content, directory, documents, folders, notifications, reviews
 from server.api.problems import install_problem_handlers, problem
+from server.auth import PrincipalCache
 from server.content import ContentStore
 from server.db import Database, make_engine
 from server.models import SigningKey, utcnow
@@ -213,6 +214,7 @@ def create_app(
     app.state.db = db
     app.state.store = store
     app.state.clock = clock
+    app.state.principals = PrincipalCache(settings.auth_cache_seconds)
     app.state.signer = ServerSigner(load_or_create_key(settings.resolved_signing_key_file))
     install_problem_handlers(app)
     registry = CollectorRegistry()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlmodel import Session, select
@@ -16,7 +18,14 @@ from core.schemas import Role
 from server.audit import Actor
 from server.models import ApiToken, Folder, Membership, Office, Person
 
-__all__ = ["MembershipRef", "Principal", "hash_token", "new_token", "resolve_token"]
+__all__ = [
+    "MembershipRef",
+    "Principal",
+    "PrincipalCache",
+    "hash_token",
+    "new_token",
+    "resolve_token",
+]
 
 TOKEN_PREFIX = "off_"
 
@@ -120,3 +129,38 @@ def resolve_token(session: Session, token: str) -> Principal:
         username=person.username,
         memberships=tuple(MembershipRef(oid, oname, Role(role)) for oid, oname, role in grants),
     )
+
+
+class PrincipalCache:
+    """Resolved tokens, kept for a few seconds so hot read paths skip three queries.
+
+    A revocation or a new membership takes effect at once on the process that made it
+    (the cache is cleared) and within ``ttl`` seconds on the other replicas.
+    """
+
+    def __init__(self, ttl: float, *, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Principal | None:
+        if self.ttl <= 0:
+            return None
+        with self._lock:
+            entry = self._entries.get(hash_token(token))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, token: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[hash_token(token)] = (time.monotonic() + self.ttl, principal)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -33,7 +33,6 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option("--port", help="TCP port to listen on.")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Address to listen on.")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes.")] = 1,
 ) -> None:
     """Run the Officium server (SQLite under --data unless OFFICIUM_DATABASE_URL is set)."""
     import uvicorn
@@ -58,24 +57,11 @@ def serve(
         )
     elif token is not None:
         console.print("The first admin was created with OFFICIUM_BOOTSTRAP_TOKEN.")
-    if workers == 1:
-        from server.app import create_app
+    from server.app import create_app
 
-        uvicorn.run(
-            create_app(settings), host=settings.host, port=settings.port, log_level="warning"
-        )
-    else:
-        # Several processes need an import string; they read the same OFFICIUM_* settings.
-        import os
-
-        os.environ.update({f"OFFICIUM_{k.upper()}": str(v) for k, v in overrides.items()})
-        uvicorn.run(
-            "server.asgi:app",
-            host=settings.host,
-            port=settings.port,
-            workers=workers,
-            log_level="warning",
-        )
+    # One process per `serve`: several replicas are several processes (or containers)
+    # behind the reverse proxy, sharing the database and the content store.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 
 _DEMO_FILES = {

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         description="The server's Ed25519 private key (JWK); unset means "
         "DATA_DIR/keys/server-ed25519.jwk, made on first start. Replicas share one file.",
     )
+    auth_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a resolved token is reused; other replicas see a revocation "
+        "or a new membership after at most this long (0 turns the cache off).",
+    )
     max_upload_bytes: int = Field(default=2 * GIB, ge=1)
     max_json_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     bootstrap_token: SecretStr | None = Field(

@@ -817,7 +817,8 @@ def test_every_state_change_is_an_event_of_one_verifiable_chain(http, agent, sta
     for event in events:
         check_event(event)
     assert {e["action"] for e in events} == {
-        "register.bootstrapped", "office.created", "folder.created", "token.created",
+        "register.bootstrapped", "key.registered", "office.created", "folder.created",
+        "token.created",
         "person.created", "membership.granted", "document.created", "version.recorded",
         "document.moved", "document.deleted", "document.reappeared", "document.owner_changed",
         "token.revoked",

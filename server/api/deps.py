@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core.errors import Forbidden, Unauthenticated
 from core.schemas import Role
-from server.auth import Principal, resolve_token
+from server.auth import Principal, PrincipalCache, resolve_token
 from server.content import ContentStore
 from server.db import Database
 from server.settings import Settings
@@ -22,6 +22,7 @@ __all__ = [
     "Caller",
     "Db",
     "Now",
+    "Principals",
     "Signer",
     "Store",
     "Uploader",
@@ -52,20 +53,32 @@ def get_signer(request: Request) -> ServerSigner:
     return request.app.state.signer
 
 
+def get_principals(request: Request) -> PrincipalCache:
+    return request.app.state.principals
+
+
 Db = Annotated[Database, Depends(get_db)]
+Principals = Annotated[PrincipalCache, Depends(get_principals)]
 Store = Annotated[ContentStore, Depends(get_store)]
 Now = Annotated[datetime, Depends(get_now)]
 Signer = Annotated[ServerSigner, Depends(get_signer)]
 
 
 def current_principal(
-    db: Db, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    db: Db,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller behind the bearer token, or 401."""
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("send a token as 'Authorization: Bearer <token>'")
-    with db.reading() as session:
-        return resolve_token(session, credentials.credentials)
+    cache = get_principals(request)
+    principal = cache.get(credentials.credentials)
+    if principal is None:
+        with db.reading() as session:
+            principal = resolve_token(session, credentials.credentials)
+        cache.put(credentials.credentials, principal)
+    return principal
 
 
 Caller = Annotated[Principal, Depends(current_principal)]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from core import schemas
 from core.schemas import Id, Name, Role, Username
 from server import directory
-from server.api.deps import Admin, Caller, Db
+from server.api.deps import Admin, Caller, Db, Principals
 
 router = APIRouter(tags=["directory"])
 
@@ -59,16 +59,20 @@ def list_persons(db: Db, _: Caller) -> schemas.PersonList:
 
 
 @router.post("/memberships", status_code=201)
-def grant_membership(body: schemas.MembershipCreate, db: Db, admin: Admin) -> schemas.Membership:
+def grant_membership(
+    body: schemas.MembershipCreate, db: Db, admin: Admin, principals: Principals
+) -> schemas.Membership:
     """Let a person act for an office with a role."""
     with db.writing() as session:
-        return directory.grant_membership(
+        granted = directory.grant_membership(
             session,
             actor=admin.acting(Role.admin),
             username=body.username,
             office=body.office,
             role=body.role,
         )
+    principals.clear()
+    return granted
 
 
 @router.get("/memberships")
@@ -104,7 +108,11 @@ def list_tokens(db: Db, _: Admin) -> schemas.TokenList:
 
 
 @router.delete("/tokens/{token_id}")
-def revoke_token(token_id: Annotated[Id, Path()], db: Db, admin: Admin) -> schemas.TokenInfo:
-    """Revoke a token."""
+def revoke_token(
+    token_id: Annotated[Id, Path()], db: Db, admin: Admin, principals: Principals
+) -> schemas.TokenInfo:
+    """Revoke a token; it stops working at once here, within seconds on other replicas."""
     with db.writing() as session:
-        return directory.revoke_token(session, actor=admin.acting(Role.admin), token_id=token_id)
+        revoked = directory.revoke_token(session, actor=admin.acting(Role.admin), token_id=token_id)
+    principals.clear()
+    return revoked
