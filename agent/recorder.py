@@ -26,6 +26,7 @@ from agent.attribution import Attribution, Attributor
 from agent.gitrepo import GitRepo, StagedChange, is_regular_file_mode
 from agent.ignore import IgnoreRules
 from agent.outbox import Outbox
+from agent.progress import ImportProgress
 from core.errors import Invalid
 from core.paths import normalise_path
 
@@ -33,6 +34,9 @@ __all__ = ["REPORT_TRAILER", "Recorder", "reports_in_message"]
 
 log = logging.getLogger("officium.agent")
 
+# Imports of this many files or more are staged in chunks, with progress shown.
+_PROGRESS_FROM = 2000
+_STAGE_CHUNK = 1000
 REPORT_TRAILER = "Officium-Report: "
 # A file modified this close to (or after) the start of staging may be mid-write.
 _UNSTABLE_NS = 20_000_000
@@ -164,7 +168,7 @@ class Recorder:
         files, gone = self._choose(paths, busy)
         started_ns = time.time_ns()
         self.repo.stage_removal(gone)
-        unreadable = self.repo.stage(files)
+        unreadable = self._stage(files)
         self._unreadable -= set(files)
         for name in unreadable:
             self._cannot_read(name)
@@ -185,6 +189,22 @@ class Recorder:
             keep.extend(self._vanished_sources(keep, staged))
             self._commit(keep, moves or {})
         return retry
+
+    def _stage(self, files: list[str]) -> list[str]:
+        """Stage files; a large import goes in chunks, with progress shown."""
+        if len(files) < _PROGRESS_FROM:
+            return self.repo.stage(files)
+        sizes = [_size(self.root / path) for path in files]
+        progress = ImportProgress("importing", files=len(files), size=sum(sizes))
+        unreadable: list[str] = []
+        try:
+            for start in range(0, len(files), _STAGE_CHUNK):
+                chunk = files[start : start + _STAGE_CHUNK]
+                unreadable += self.repo.stage(chunk)
+                progress.advance(len(chunk), sum(sizes[start : start + _STAGE_CHUNK]))
+        finally:
+            progress.close()
+        return unreadable
 
     # ---------------------------------------------------------- choose paths
 
@@ -472,6 +492,13 @@ def _shown(path: str) -> str:
     """A path as it can be printed: bytes that are not UTF-8 shown as \\xNN."""
     text = os.fsencode(path).decode("utf-8", "backslashreplace")
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return 0
 
 
 def _owner(path: Path) -> int | None:

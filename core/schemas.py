@@ -330,6 +330,7 @@ class DocumentStatus(_Wire):
     updated_at: datetime
     note: str | None = None  # e.g. "final v3; working copy v4 differs"
     review_id: int | None = None  # the open review, if any
+    pinned: VersionRef | None = None  # the version the open review is about
     copy_of: CopyOf | None = None
 
 
