@@ -139,6 +139,7 @@ class FolderAgent:
             repo=GitRepo(git_dir, self.root, objects_only=True),
             stop=self.stop_event,
             retry_max_seconds=self.settings.retry_max_seconds,
+            tag_seconds=self.settings.tag_seconds,
         )
         self.sender.start()
         self._threads.append(self.sender)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import ValidationError
@@ -43,6 +44,7 @@ class Sender(threading.Thread):
         repo: GitRepo,
         stop: threading.Event,
         retry_max_seconds: float,
+        tag_seconds: float = 10.0,
     ) -> None:
         super().__init__(name=f"officium-sender-{folder}", daemon=True)
         self.client = client
@@ -51,14 +53,19 @@ class Sender(threading.Thread):
         self.repo = repo  # its own GitRepo: GitPython's object readers are not thread-safe
         self.stop_event = stop
         self.retry_max = retry_max_seconds
+        self.tag_seconds = tag_seconds  # how often an idle sender looks for new approvals
         self.idle = threading.Event()
         self.sent = 0
 
     def run(self) -> None:
         delay = 0.25
+        next_tagging = 0.0
         while not self.stop_event.is_set():
             batch = self.outbox.peek(MAX_REPORTS_PER_BATCH // 2)
             if not batch:
+                if time.monotonic() >= next_tagging:
+                    next_tagging = time.monotonic() + self.tag_seconds
+                    self._tag_approvals()
                 self.idle.set()
                 with self.outbox.changed:
                     self.outbox.changed.wait(timeout=0.5)
@@ -126,6 +133,30 @@ class Sender(threading.Thread):
                     pass
         elif small:
             self.client.upload_content(*small[0])
+
+    def _tag_approvals(self) -> None:
+        """Tag the commit of every newly approved version, so the share's history shows it."""
+        after = int(self.outbox.get("tagged_review") or 0)
+        try:
+            while True:
+                page = self.client.folder_approvals(self.folder, after=after)
+                for approval in page.approvals:
+                    self.repo.tag(
+                        f"officium/approved/{approval.document_id}/v{approval.number}",
+                        approval.commit,
+                        message=(
+                            f"approved: {approval.path} v{approval.number} "
+                            f"(SHA-256 {approval.sha256}), review {approval.review_id}"
+                        ),
+                    )
+                    after = approval.review_id
+                    self.outbox.put("tagged_review", str(after))
+                if page.next is None:
+                    return
+        except OfficiumError as exc:
+            log.warning("cannot fetch approvals to tag (%s); will try again", exc.detail)
+        except Exception:
+            log.exception("tagging approved commits failed; will try again")
 
     def _isolate(self, batch: list[PendingCommit], exc: OfficiumError) -> None:
         if len(batch) > 1:

@@ -54,3 +54,8 @@ class AgentSettings(BaseSettings):
         description="A JSON object mapping OS user names or 'uid:N' to Officium usernames.",
     )
     retry_max_seconds: float = Field(default=30.0, gt=0)
+    tag_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the agent asks for new approvals to tag their git commits.",
+    )

@@ -26,6 +26,7 @@ from core.errors import Invalid, OfficiumError, Unavailable, error_for_kind
 from core.schemas import (
     Acknowledgement,
     AcknowledgementList,
+    ApprovalList,
     AuditEvent,
     AuditEventPage,
     ChainCheck,
@@ -495,6 +496,12 @@ class OfficiumClient:
     def public_keys(self) -> list[PublicKey]:
         """The public keys that decisions' signatures can be checked with."""
         return self._get(PublicKeyList, "/keys").keys
+
+    def folder_approvals(self, folder: str, *, after: int = 0) -> ApprovalList:
+        """Approved versions of a folder's documents with their git commits (for agents)."""
+        return self._get(
+            ApprovalList, f"/folders/{_segment(folder)}/approvals", params=_query(after=after)
+        )
 
     def escalate(self) -> int:
         """Record escalations of overdue reviews now (admins); return how many parties joined."""

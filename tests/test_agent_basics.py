@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 from tests.conftest import sha
 
@@ -93,9 +94,7 @@ def test_deletion_is_recorded_and_content_stays(share, start_agent, live_admin, 
     assert (tmp_path / "copy").read_bytes() == b"keep me"
 
 
-def test_a_first_import_larger_than_one_request_is_reported_whole(
-    share, start_agent, live_admin
-):
+def test_a_first_import_larger_than_one_request_is_reported_whole(share, start_agent, live_admin):
     for i in range(1050):  # more reports in one commit than one request may carry
         (share / f"f{i:04}.txt").write_bytes(b"file %d" % i)
     agent = start_agent(share)
@@ -103,3 +102,37 @@ def test_a_first_import_larger_than_one_request_is_reported_whole(
     documents = list(live_admin.iter_documents(folder="share"))
     assert len(documents) == 1050
     assert {d.latest.number for d in documents} == {1}
+
+
+def test_an_approved_version_is_tagged_in_the_folders_history(share, start_agent, live_admin):
+    live_admin.create_office(name="Legal")
+    live_admin.create_membership(username="admin", office="Legal", role="approver")
+    agent = start_agent(share, tag_seconds=0.1)
+    (share / "plan.docx").write_bytes(b"the approved bytes")
+    assert agent.wait_idle(10)
+    document = live_admin.lookup("share", "plan.docx")
+    live_admin.change_owner(document.id, "Legal")
+    live_admin.submit(document.id, parties=["office:Legal"], separation_of_duties=False)
+    live_admin.approve(document.id)
+    git_dir = agent.state / "repo.git"
+    tag = f"officium/approved/{document.id}/v1"
+
+    def tagged() -> str:
+        return subprocess.run(
+            ["git", f"--git-dir={git_dir}", "tag", "--list", tag],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    deadline = time.monotonic() + 15
+    while not tagged() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tagged() == tag
+    shown = subprocess.run(
+        ["git", f"--git-dir={git_dir}", "show", "-s", "--format=%(contents)", tag],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "approved: plan.docx v1" in shown
