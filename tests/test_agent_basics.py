@@ -136,3 +136,40 @@ def test_an_approved_version_is_tagged_in_the_folders_history(share, start_agent
         check=True,
     ).stdout
     assert "approved: plan.docx v1" in shown
+
+
+def test_restore_puts_a_version_back_and_the_agent_records_it(
+    share, start_agent, live_admin, live_server
+):
+    from typer.testing import CliRunner
+
+    from clients.cli.main import build_app
+    from tests.conftest import ADMIN_TOKEN
+
+    agent = start_agent(share)
+    (share / "plan.docx").write_bytes(b"first draft")
+    assert agent.wait_idle(10)
+    (share / "plan.docx").write_bytes(b"second draft")
+    assert agent.wait_idle(10)
+    result = CliRunner().invoke(
+        build_app(),
+        [
+            "restore",
+            "share:plan.docx",
+            "--version",
+            "1",
+            "--json",
+            "--server",
+            live_server,
+            "--token",
+            ADMIN_TOKEN,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (share / "plan.docx").read_bytes() == b"first draft"
+    assert agent.wait_idle(10)
+    document = live_admin.lookup("share", "plan.docx")
+    assert document.latest.number == 3
+    assert document.latest.sha256 == sha(b"first draft")
+    recorded = [e for e in live_admin.history(document.id).events if e.action == "version.recorded"]
+    assert recorded[-1].details["same_bytes_as_version"] == 1

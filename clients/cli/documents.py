@@ -14,7 +14,7 @@ from clients.cli.session import Session, client_command, fail
 from clients.sdk import sha256_file
 from core.schemas import DocumentState
 
-__all__ = ["history", "list_documents", "owner", "status", "verify"]
+__all__ = ["history", "list_documents", "owner", "restore", "status", "verify"]
 
 DocArgument = Annotated[
     str,
@@ -131,4 +131,43 @@ def owner(
     session.show(
         changed,
         lambda: Text(f"{render.document_name(changed)} is now owned by {changed.owner_office}"),
+    )
+
+
+@client_command
+def restore(
+    session: Session,
+    doc: DocArgument,
+    version: Annotated[int, typer.Option("--version", min=1, help="The version to put back.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write there instead of into the shared folder."),
+    ] = None,
+) -> None:
+    """Put a version back into the share (the agent then records it as a new version)."""
+    document = resolve_document(session.client, doc)
+    if output is None:
+        folders = {folder.name: folder for folder in session.client.list_folders()}
+        root = Path(folders[document.folder].root)
+        if not root.is_dir():
+            raise fail(
+                f"the folder '{document.folder}' ({root}) is not reachable from here; "
+                "give -o FILE to write the bytes elsewhere"
+            )
+        output = root / document.path
+        if not output.resolve().is_relative_to(root.resolve()):
+            raise fail(f"{document.path} would land outside the folder {root}; refused")
+        output.parent.mkdir(parents=True, exist_ok=True)
+    # The SDK writes beside the target and renames into place once the SHA-256 matches,
+    # so the agent never sees a half-written restore.
+    digest = session.client.download(document.id, version, output)
+    result = {
+        "document_id": document.id,
+        "number": version,
+        "sha256": digest,
+        "file": str(output),
+    }
+    session.show(
+        result,
+        lambda: Text(f"restored v{version} of {document.folder}:{document.path} to {output}"),
     )

@@ -61,6 +61,7 @@ def build_app() -> typer.Typer:
     app.command("history")(documents.history)
     app.command("verify")(documents.verify)
     app.command("owner")(documents.owner)
+    app.command("restore")(documents.restore)
     app.command("final")(reviews.final)
     app.command("submit", cls=reviews.PartiesInOrderGiven)(reviews.submit)
     app.command("approve")(reviews.approve)
