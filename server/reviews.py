@@ -55,6 +55,7 @@ __all__ = [
     "review_view",
     "reviews_of",
     "submit",
+    "subscribe",
     "withdraw",
     "withdraw_for_deletion",
 ]
@@ -837,6 +838,26 @@ def acknowledgements(session: Session, document_id: int) -> schemas.Acknowledgem
         ],
         pending=[p.username for p in _audience(session, document) if p.username not in seen],
     )
+
+
+def subscribe(
+    session: Session, *, principal: Principal, document_id: int, now: datetime
+) -> schemas.AcknowledgementList:
+    """The caller follows a document: its final versions await their acknowledgement too."""
+    document = _lock_document(session, document_id)
+    person = _person(session, principal)
+    if session.get(Subscription, (document.id, person.id)) is None:
+        session.add(Subscription(document_id=document.id, person_id=person.id, created_at=now))
+        session.flush()
+        audit.append(
+            session,
+            actor=principal.actor(),
+            action="document.subscribed",
+            subject={"document": document.id, "folder": document.folder_id},
+            details={"username": person.username},
+            time=now,
+        )
+    return acknowledgements(session, document_id)
 
 
 # ----------------------------------------------------------------- inbox

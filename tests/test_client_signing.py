@@ -116,3 +116,29 @@ def test_a_private_key_is_never_accepted_as_a_public_key(http, review):
     private = generate_key().as_dict(private=True)
     response = http.post("/api/v1/me/keys", json={"jwk": private}, headers=lena)
     assert response.status_code == 422
+
+
+def test_a_subscriber_is_asked_to_acknowledge_the_final_version(http, review):
+    document, lena = review
+    outsider = http.post("/api/v1/persons", json={"username": "otto"}, headers=ADMIN)
+    assert outsider.status_code == 201
+    otto = {"Authorization": "Bearer " + http.post(
+        "/api/v1/tokens", json={"username": "otto"}, headers=ADMIN).json()["token"]}
+    subscribed = http.post(f"/api/v1/documents/{document}/subscribers", headers=otto)
+    assert subscribed.status_code == 201, subscribed.text
+    again = http.post(f"/api/v1/documents/{document}/subscribers", headers=otto)
+    assert again.status_code == 201  # following twice changes nothing
+    decided = http.post(f"/api/v1/documents/{document}/review/decisions",
+                        json={"verdict": "approve"}, headers=lena)
+    assert decided.status_code == 200, decided.text
+    acks = http.get(f"/api/v1/documents/{document}/acknowledgements", headers=otto).json()
+    assert "otto" in acks["pending"]
+    inbox = http.get("/api/v1/inbox", headers=otto).json()["items"]
+    assert [(i["document_id"], i["action"]) for i in inbox] == [
+        (document, "acknowledge final v1")]
+    http.post(f"/api/v1/documents/{document}/acknowledgements", headers=otto)
+    acks = http.get(f"/api/v1/documents/{document}/acknowledgements", headers=otto).json()
+    assert "otto" not in acks["pending"]
+    assert [a["username"] for a in acks["acknowledged"]] == ["otto"]
+    events = http.get(f"/api/v1/documents/{document}/history", headers=otto).json()["events"]
+    assert [e["action"] for e in events].count("document.subscribed") == 1

@@ -115,6 +115,15 @@ def acknowledgements(document_id: DocumentId, db: Db, _: Caller) -> schemas.Ackn
         return reviews.acknowledgements(session, document_id)
 
 
+@router.post("/documents/{document_id}/subscribers", status_code=201)
+def subscribe(
+    document_id: DocumentId, db: Db, caller: Caller, now: Now
+) -> schemas.AcknowledgementList:
+    """Follow a document from outside its owner office: its final versions await you too."""
+    with db.writing() as session:
+        return reviews.subscribe(session, principal=caller, document_id=document_id, now=now)
+
+
 @router.get("/inbox")
 def inbox(db: Db, caller: Caller, now: Now) -> schemas.Inbox:
     """What awaits the caller."""
