@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from joserfc.jwk import OKPKey
 from pydantic import BaseModel, ValidationError
 
 from core.errors import Invalid, OfficiumError, Unavailable, error_for_kind
@@ -32,6 +33,7 @@ from core.schemas import (
     ChainCheck,
     ContentStored,
     DecisionCreate,
+    DecisionDraft,
     DocumentPage,
     DocumentState,
     DocumentStatus,
@@ -53,6 +55,7 @@ from core.schemas import (
     PersonCreate,
     PersonList,
     PublicKey,
+    PublicKeyCreate,
     PublicKeyList,
     ReportBatch,
     ReportBatchResult,
@@ -69,6 +72,7 @@ from core.schemas import (
     VersionList,
     VersionReport,
 )
+from core.signatures import sign_detached
 
 __all__ = [
     "API_PREFIX",
@@ -458,18 +462,50 @@ class OfficiumClient:
         """Every review of a document, newest first, with decisions and signatures."""
         return self._get(ReviewList, f"/documents/{_segment(id)}/reviews").reviews
 
-    def decide(self, id: int, *, verdict: str, comment: str | None = None) -> ReviewView:
-        """Approve or reject the document's open review; a rejection needs a comment."""
-        body = _wire(DecisionCreate, verdict=verdict, comment=comment)
+    def decision_payload(
+        self, id: int, *, verdict: str, comment: str | None = None
+    ) -> DecisionDraft:
+        """The exact payload the caller's decision would carry now, to sign on this side."""
+        params = _query(verdict=verdict, comment=comment)
+        return self._get(
+            DecisionDraft, f"/documents/{_segment(id)}/review/decision-payload", params=params
+        )
+
+    def decide(
+        self,
+        id: int,
+        *,
+        verdict: str,
+        comment: str | None = None,
+        sign_with: OKPKey | None = None,
+    ) -> ReviewView:
+        """Approve or reject the document's open review; a rejection needs a comment.
+
+        With ``sign_with`` (a private Ed25519 key whose public half is registered with
+        :meth:`register_key`) the decision also carries the caller's own signature: the
+        payload the server would record is fetched, signed here, and sent back with the
+        signature, which the server verifies before it records anything.
+        """
+        payload = signature = None
+        if sign_with is not None:
+            _wire(DecisionCreate, verdict=verdict, comment=comment)  # refuse before asking
+            draft = self.decision_payload(id, verdict=verdict, comment=comment)
+            payload = draft.payload
+            signature = sign_detached(payload.encode("utf-8"), sign_with)
+        body = _wire(
+            DecisionCreate, verdict=verdict, comment=comment, payload=payload, signature=signature
+        )
         return self._post(ReviewView, f"/documents/{_segment(id)}/review/decisions", body)
 
-    def approve(self, id: int, *, comment: str | None = None) -> ReviewView:
-        """Approve the document's open review."""
-        return self.decide(id, verdict="approve", comment=comment)
+    def approve(
+        self, id: int, *, comment: str | None = None, sign_with: OKPKey | None = None
+    ) -> ReviewView:
+        """Approve the document's open review (signed with ``sign_with``, if given)."""
+        return self.decide(id, verdict="approve", comment=comment, sign_with=sign_with)
 
-    def reject(self, id: int, *, comment: str) -> ReviewView:
-        """Reject the document's open review, saying why."""
-        return self.decide(id, verdict="reject", comment=comment)
+    def reject(self, id: int, *, comment: str, sign_with: OKPKey | None = None) -> ReviewView:
+        """Reject the document's open review, saying why (signed with ``sign_with``, if given)."""
+        return self.decide(id, verdict="reject", comment=comment, sign_with=sign_with)
 
     def withdraw(self, id: int) -> ReviewView:
         """Withdraw the document's open review (for its owner office)."""
@@ -496,6 +532,11 @@ class OfficiumClient:
     def public_keys(self) -> list[PublicKey]:
         """The public keys that decisions' signatures can be checked with."""
         return self._get(PublicKeyList, "/keys").keys
+
+    def register_key(self, jwk: Mapping[str, str]) -> PublicKey:
+        """Register the caller's Ed25519 public key (a JWK: kty, crv, x) to sign decisions."""
+        body = _wire(PublicKeyCreate, jwk=dict(jwk))
+        return self._post(PublicKey, "/me/keys", body)
 
     def folder_approvals(self, folder: str, *, after: int = 0) -> ApprovalList:
         """Approved versions of a folder's documents with their git commits (for agents)."""

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clients.cli import admin, audit, documents, reviews
+from clients.cli import admin, audit, documents, keys, reviews
 
 __all__ = ["COMMAND_GROUP", "add_plugin_commands", "build_app", "main"]
 
@@ -74,6 +74,11 @@ def build_app() -> typer.Typer:
     audit_app.command("events")(audit.events)
     audit_app.command("check")(audit.check)
     app.add_typer(audit_app, name="audit")
+
+    key_app = _typer("Your own key, to sign your decisions with (--sign-with KEYFILE).")
+    key_app.command("new")(keys.new_key)
+    key_app.command("register")(keys.register_key)
+    app.add_typer(key_app, name="key")
 
     admin_app = _typer("Offices, persons, memberships, tokens and folders.")
     admin_groups = {

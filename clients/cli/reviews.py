@@ -14,10 +14,12 @@ from typer.core import TyperCommand
 
 from clients.cli import render
 from clients.cli.documents import DocArgument
+from clients.cli.keys import KeyFileOption, load_key_file, readable_by_others, unregistered_hint
 from clients.cli.names import resolve_document
 from clients.cli.session import Session, client_command, fail
-from core.errors import NotFound
+from core.errors import Invalid, NotFound
 from core.schemas import ReviewView
+from core.signatures import key_id, public_jwk
 
 __all__ = [
     "PartiesInOrderGiven",
@@ -161,26 +163,51 @@ def submit(
 
 
 @client_command
-def approve(session: Session, doc: DocArgument, comment: CommentOption = None) -> None:
-    """Approve the open review of a document."""
-    _decide(session, doc, verdict="approve", comment=comment)
+def approve(
+    session: Session,
+    doc: DocArgument,
+    comment: CommentOption = None,
+    sign_with: KeyFileOption = None,
+) -> None:
+    """Approve the open review of a document (--sign-with KEYFILE: sign it with your key too)."""
+    _decide(session, doc, verdict="approve", comment=comment, keyfile=sign_with)
 
 
 @client_command
-def reject(session: Session, doc: DocArgument, comment: CommentOption = None) -> None:
+def reject(
+    session: Session,
+    doc: DocArgument,
+    comment: CommentOption = None,
+    sign_with: KeyFileOption = None,
+) -> None:
     """Reject the open review of a document; -m says why (a rejection needs it)."""
     if comment is None or not comment.strip():
         raise fail("a rejection needs a comment that says why: give it with -m TEXT")
-    _decide(session, doc, verdict="reject", comment=comment)
+    _decide(session, doc, verdict="reject", comment=comment, keyfile=sign_with)
 
 
-def _decide(session: Session, doc: str, *, verdict: str, comment: str | None) -> None:
+def _decide(
+    session: Session, doc: str, *, verdict: str, comment: str | None, keyfile: Path | None
+) -> None:
+    # A key file that cannot sign is refused before the server is asked anything.
+    key = None if keyfile is None else load_key_file(keyfile)
+    if keyfile is not None and readable_by_others(keyfile):
+        session.note(f"warning: others can read {keyfile}; make it yours only: chmod 600 {keyfile}")
     document = resolve_document(session.client, doc)
-    review = session.client.decide(document.id, verdict=verdict, comment=comment)
+    try:
+        review = session.client.decide(document.id, verdict=verdict, comment=comment, sign_with=key)
+    except Invalid as exc:
+        hint = None
+        if key is not None and keyfile is not None:
+            hint = unregistered_hint(session.client, key, keyfile)
+        if hint is None:
+            raise
+        raise fail(f"{exc.detail} ({hint})") from None
     name = render.document_name(document)
-    session.show(
-        review, lambda: Group(_outcome(review, name), render.review_panel(review, name=name))
-    )
+    lines = [_outcome(review, name)]
+    if key is not None:
+        lines.append(Text(f"signed with your key {key_id(public_jwk(key))}"))
+    session.show(review, lambda: Group(*lines, render.review_panel(review, name=name)))
 
 
 def _outcome(review: ReviewView, name: str) -> Text:
