@@ -521,6 +521,12 @@ class OfficiumClient:
         response = self._send("POST", f"/documents/{_segment(id)}/acknowledgements")
         return self._parse(Acknowledgement, response)
 
+    def subscribe(self, id: int) -> AcknowledgementList:
+        """Follow a document from outside its owner office (its final versions await you)."""
+        return self._parse(
+            AcknowledgementList, self._send("POST", f"/documents/{_segment(id)}/subscribers")
+        )
+
     def acknowledgements(self, id: int) -> AcknowledgementList:
         """Who has and who has not yet acknowledged the current final version."""
         return self._get(AcknowledgementList, f"/documents/{_segment(id)}/acknowledgements")

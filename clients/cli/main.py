@@ -69,6 +69,8 @@ def build_app() -> typer.Typer:
     app.command("withdraw")(reviews.withdraw)
     app.command("inbox")(reviews.inbox)
     app.command("ack")(reviews.acknowledge)
+    app.command("acks")(reviews.acknowledgements)
+    app.command("subscribe")(reviews.subscribe)
 
     audit_app = _typer("The audit trail: read it, check its hash chain.")
     audit_app.command("events")(audit.events)

@@ -24,12 +24,14 @@ from core.signatures import key_id, public_jwk
 __all__ = [
     "PartiesInOrderGiven",
     "acknowledge",
+    "acknowledgements",
     "approve",
     "final",
     "inbox",
     "parse_due",
     "reject",
     "submit",
+    "subscribe",
     "withdraw",
 ]
 
@@ -232,6 +234,34 @@ def inbox(session: Session) -> None:
     """What awaits you: decisions to take, final versions to acknowledge, owners to assign."""
     items = session.client.inbox()
     session.show(items, lambda: render.inbox_table(items.items))
+
+
+@client_command
+def acknowledgements(session: Session, doc: DocArgument) -> None:
+    """Who in the owner office and among subscribers has seen the final version, and who not."""
+    document = resolve_document(session.client, doc)
+    _show_acknowledgements(session, document, session.client.acknowledgements(document.id))
+
+
+@client_command
+def subscribe(session: Session, doc: DocArgument) -> None:
+    """Follow a document from outside its owner office: its final versions await you too."""
+    document = resolve_document(session.client, doc)
+    _show_acknowledgements(session, document, session.client.subscribe(document.id))
+
+
+def _show_acknowledgements(session: Session, document, listing) -> None:
+    def text() -> Text:
+        if listing.final is None:
+            return Text(f"{render.document_name(document)} has no final version yet")
+        seen = ", ".join(a.username for a in listing.acknowledged) or "nobody"
+        pending = ", ".join(listing.pending) or "nobody"
+        return Text(
+            f"final v{listing.final.number} of {render.document_name(document)}\n"
+            f"  acknowledged: {seen}\n  not yet:      {pending}"
+        )
+
+    session.show(listing, text)
 
 
 @client_command
