@@ -171,6 +171,15 @@ def withdraw_for_deletion(
     )
 
 
+def _pinned_author(session: Session, review: Review) -> str | None:
+    """The username the pinned version is attributed to (separation of duties needs it)."""
+    return session.exec(
+        select(Person.username)
+        .join(Version, Version.author_person_id == Person.id)
+        .where(Version.document_id == review.document_id, Version.number == review.version_number)
+    ).first()
+
+
 def open_review(session: Session, document_id: int) -> Review | None:
     """The document's open review, if it has one."""
     return session.exec(
@@ -444,11 +453,7 @@ def _prepare(
         raise Conflict(f"document {document.id} has no open review to decide on")
     person = _person(session, principal)
     rows = _decisions(session, review)
-    author = session.exec(
-        select(Person.username)
-        .join(Version, Version.author_person_id == Person.id)
-        .where(Version.document_id == document.id, Version.number == review.version_number)
-    ).first()
+    author = _pinned_author(session, review)
     submitter = session.get(Person, review.submitter_person_id).username
     approver_of = {m.office for m in principal.memberships if m.role is Role.approver}
     step = rules.decide(
@@ -926,11 +931,7 @@ def _may_decide(session, review, rows, principal, approver_of, *, now, parents) 
     """Whether the caller could decide on this review now (separation of duties included)."""
     if principal.username is None:
         return False
-    author = session.exec(
-        select(Person.username)
-        .join(Version, Version.author_person_id == Person.id)
-        .where(Version.document_id == review.document_id, Version.number == review.version_number)
-    ).first()
+    author = _pinned_author(session, review)
     try:
         rules.may_decide(
             _policy(review),
