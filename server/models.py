@@ -8,14 +8,17 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "AccessEntry",
     "Acknowledgement",
     "ApiToken",
     "AuditEvent",
     "AuditHead",
+    "Checkpoint",
     "Decision",
     "Document",
     "Folder",
     "Membership",
+    "MerkleNode",
     "Office",
     "Person",
     "Report",
@@ -214,6 +217,56 @@ class AuditHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
     seq: int = Field(sa_type=sa.BigInteger)
     hash: str = Field(max_length=64)
+
+
+class Checkpoint(SQLModel, table=True):
+    """A signed note committing to the Merkle root of the first ``tree_size`` events.
+
+    Append-only: each one is consistent with the one before it, and none is ever changed.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    tree_size: int = Field(sa_type=sa.BigInteger, unique=True)
+    root: str = Field(max_length=64)  # hex
+    note: str = Field(sa_type=sa.Text)  # the signed note, exactly as published
+    kid: str = Field(max_length=64)  # the server key that signed it (RFC 7638 thumbprint)
+    created_at: datetime = _time()
+
+
+class MerkleNode(SQLModel, table=True):
+    """The hash of a perfect subtree of the audit events' Merkle tree.
+
+    Only subtrees of 2**8 leaves and more are kept (``level >= 8``); smaller ones are
+    hashed from the events when a proof needs them. Derived data, append-only.
+    """
+
+    __tablename__ = "merkle_node"
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    idx: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    hash: bytes = Field(sa_type=sa.LargeBinary)
+
+
+class AccessEntry(SQLModel, table=True):
+    """Someone read evidence: downloaded version bytes, exported the trail, looked up a copy.
+
+    Entries are buffered in memory and written in batches; each batch is sealed by one
+    ``access.logged`` audit event carrying the batch's digest (see server/access.py).
+    """
+
+    __tablename__ = "access_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime)
+    actor: str = Field(max_length=64)
+    actor_name: str = Field(max_length=200)
+    action: str = Field(max_length=32)
+    document_id: int | None = Field(default=None, index=True)
+    version_number: int | None = None
+    detail: str | None = Field(default=None, max_length=2000)
+    sealed_by_seq: int = Field(sa_type=sa.BigInteger)
 
 
 class Review(SQLModel, table=True):

@@ -18,6 +18,7 @@ from core.chain import GENESIS_HASH, verify_chain
 from server.auth import hash_token
 from server.models import AuditEvent, Document, Report, Version
 from tests.conftest import ADMIN_TOKEN, AgentDouble, sha
+from tests.tamper import lift_append_only_guards
 
 API = "/api/v1"
 
@@ -781,6 +782,7 @@ def test_the_server_reports_the_first_rewritten_event(http, agent, app, trail):
         ).one()
         forged = bytes(row[0]).replace(sha(b"v1").encode(), sha(b"v9").encode())
         assert forged != bytes(row[0])
+        lift_append_only_guards(connection)
         connection.execute(
             sa.update(AuditEvent).where(AuditEvent.seq == target).values(canonical=forged)
         )
@@ -794,6 +796,7 @@ def test_the_server_notices_events_missing_from_the_tail(http, agent, app):
     agent.save("plan.docx", b"v1")
     head = call(http, "GET", "/audit/verify")["head_seq"]
     with app.state.db.engine.begin() as connection:
+        lift_append_only_guards(connection)
         connection.execute(sa.delete(AuditEvent).where(AuditEvent.seq == head))
     check = call(http, "GET", "/audit/verify")
     assert (check["ok"], check["first_broken_seq"]) == (False, head)
