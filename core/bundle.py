@@ -1,0 +1,96 @@
+"""The audit bundle: the trail as a file an auditor verifies on their own machine.
+
+A bundle is UTF-8 JSON Lines, one record per line, written and read as a stream so
+that a million events need constant memory at both ends. Records come in this order:
+
+``manifest``
+    ``{"record": "manifest", "format": "officium-audit-bundle", "version": 1,
+    "origin", "created_at", "tree_size", "scope": "full" | "filtered", "filters",
+    "complete_histories"}``. ``tree_size`` is the size of the checkpoint the bundle is
+    pinned to (the last checkpoint record). A ``full`` bundle holds every event
+    1..tree_size; a ``filtered`` one holds the events of some documents, offices or a
+    time range, each with an inclusion proof. ``complete_histories`` says whether every
+    document's events are all present (filters by document or office) so the approval
+    state machine can be replayed.
+``key`` (one per server key)
+    ``{"record": "key", "kid", "vkey", "jwk", "valid_from", "valid_until"}``; ``vkey``
+    is the signed-note verifier key (core.note), ``kid`` the JWS key id (RFC 7638).
+``checkpoint`` (ascending tree size, the last one pinned)
+    ``{"record": "checkpoint", "note"}``: the signed note exactly as the server made it.
+``consistency`` (filtered bundles)
+    ``{"record": "consistency", "old_size", "new_size", "proof": [hex]}`` from each
+    earlier checkpoint to the pinned one.
+event
+    ``{"hash":"<64 hex>","event":<canonical bytes>}`` with the event's exact canonical
+    bytes spliced in, so the bytes on the line *are* the bytes hashed: see
+    :func:`event_line` and :func:`split_event_line`. Ascending seq.
+``inclusion`` (filtered bundles, right after its event)
+    ``{"record": "inclusion", "seq", "tree_size", "proof": [hex]}``.
+``version``
+    ``{"record": "version", "document", "number", "sha256", "size", "stored_sha256"}``;
+    ``stored_sha256`` is what the content store holds now, hashed at export time
+    (``null`` when the bytes are missing).
+``content`` (only with ``--with-content``)
+    ``{"record": "content", "document", "number", "offset", "data": base64}`` in order.
+``decision``
+    ``{"record": "decision", "id", "review", "document", "payload", "signature",
+    "kid", "client_signature"}``: the canonical payload a decision's signatures cover.
+``end``
+    ``{"record": "end", "events", "records"}``: counts, so a cut-off file is noticed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "FORMAT",
+    "KEYS_FORMAT",
+    "VERSION",
+    "BundleFormatError",
+    "event_line",
+    "is_event_line",
+    "record_line",
+    "split_event_line",
+]
+
+FORMAT = "officium-audit-bundle"
+KEYS_FORMAT = "officium-audit-keys"
+VERSION = 1
+
+_EVENT_HEAD = b'{"hash":"'
+_EVENT_MID = b'","event":'
+_EVENT_TAIL = b"}\n"
+_HASH_END = len(_EVENT_HEAD) + 64
+_BODY_START = _HASH_END + len(_EVENT_MID)
+
+
+class BundleFormatError(ValueError):
+    """A line that is not a bundle record."""
+
+
+def record_line(record: dict[str, Any]) -> bytes:
+    """One non-event record as a line (``record`` names its kind)."""
+    return orjson.dumps(record) + b"\n"
+
+
+def event_line(canonical: bytes, digest: str) -> bytes:
+    """The line for one event: its stored hash and its exact canonical bytes."""
+    return b"".join((_EVENT_HEAD, digest.encode("ascii"), _EVENT_MID, canonical, _EVENT_TAIL))
+
+
+def is_event_line(line: bytes) -> bool:
+    return line.startswith(_EVENT_HEAD)
+
+
+def split_event_line(line: bytes) -> tuple[str, bytes]:
+    """The stored hash and the exact canonical bytes of an event line."""
+    if (
+        not line.startswith(_EVENT_HEAD)
+        or line[_HASH_END:_BODY_START] != _EVENT_MID
+        or not line.endswith(_EVENT_TAIL)
+    ):
+        raise BundleFormatError("the line is not an event record")
+    return line[len(_EVENT_HEAD) : _HASH_END].decode("ascii"), line[_BODY_START:-2]
