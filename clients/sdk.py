@@ -30,7 +30,10 @@ from core.schemas import (
     ApprovalList,
     AuditEvent,
     AuditEventPage,
+    AuditKeyList,
     ChainCheck,
+    CheckpointPage,
+    ConsistencyProof,
     ContentStored,
     DecisionCreate,
     DecisionDraft,
@@ -43,6 +46,8 @@ from core.schemas import (
     FolderList,
     History,
     Inbox,
+    InclusionProof,
+    KeyRotation,
     Me,
     Membership,
     MembershipCreate,
@@ -63,6 +68,7 @@ from core.schemas import (
     ReviewList,
     ReviewView,
     Role,
+    SignedCheckpoint,
     TokenCreate,
     TokenCreated,
     TokenInfo,
@@ -575,6 +581,37 @@ class OfficiumClient:
     def audit_verify(self) -> ChainCheck:
         """Ask the server to recompute the whole audit chain."""
         return self._get(ChainCheck, "/audit/verify")
+
+    def audit_keys(self) -> AuditKeyList:
+        """The audit log's origin and the server keys its checkpoints were signed with."""
+        return self._get(AuditKeyList, "/audit/keys")
+
+    def latest_checkpoint(self) -> SignedCheckpoint:
+        """The latest signed checkpoint of the audit trail."""
+        return self._get(SignedCheckpoint, "/audit/checkpoint")
+
+    def checkpoints(self, *, after_size: int = 0, limit: int | None = None) -> CheckpointPage:
+        """One page of signed checkpoints of trees larger than ``after_size``, smallest first."""
+        params = _query(after_size=after_size, limit=limit)
+        return self._get(CheckpointPage, "/audit/checkpoints", params=params)
+
+    def make_checkpoint(self) -> SignedCheckpoint:
+        """Have the server sign a checkpoint of the trail now (auditors and admins)."""
+        return self._parse(SignedCheckpoint, self._send("POST", "/audit/checkpoints"))
+
+    def inclusion_proof(self, seq: int, tree_size: int) -> InclusionProof:
+        """The Merkle audit path of event ``seq`` in the tree of the first ``tree_size`` events."""
+        params = _query(seq=seq, tree_size=tree_size)
+        return self._get(InclusionProof, "/audit/proofs/inclusion", params=params)
+
+    def consistency_proof(self, old: int, new: int) -> ConsistencyProof:
+        """The proof that the tree of ``old`` events is a prefix of the tree of ``new``."""
+        params = _query(old_size=old, new_size=new)
+        return self._get(ConsistencyProof, "/audit/proofs/consistency", params=params)
+
+    def rotate_key(self) -> KeyRotation:
+        """Replace the server's signing key (admins); both keys sign the checkpoint saying so."""
+        return self._parse(KeyRotation, self._send("POST", "/audit/keys/rotate"))
 
     # ------------------------------------------------------------- transport
 

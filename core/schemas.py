@@ -474,6 +474,64 @@ class ChainCheck(_Wire):
     reason: str | None
 
 
+class AuditKey(_Wire):
+    """A key the server signs checkpoints with, and the time it was (or is) in use."""
+
+    kid: str  # RFC 7638 thumbprint of the JWK
+    vkey: str  # the C2SP note verifier key: name+keyid+base64(0x01 || key)
+    jwk: dict[str, Any]
+    valid_from: datetime
+    valid_until: datetime | None  # None: the current key
+
+
+class AuditKeyList(_Wire):
+    """The audit log's name (its checkpoints' origin) and every key it was signed with."""
+
+    origin: str
+    keys: list[AuditKey]
+
+
+class SignedCheckpoint(_Wire):
+    """A signed note committing to the Merkle root of the first ``tree_size`` events."""
+
+    tree_size: int
+    root: str  # hex
+    note: str  # the C2SP signed note, exactly as signed
+    kid: str
+    created_at: datetime
+
+
+class CheckpointPage(_Wire):
+    checkpoints: list[SignedCheckpoint]
+    next: int | None  # pass as after_size for the next page
+
+
+class InclusionProof(_Wire):
+    """RFC 9162 audit path of one event (leaf ``seq - 1``) in the tree of ``tree_size``."""
+
+    seq: int
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str  # hex
+    proof: list[str]  # hex, from the leaf upwards
+
+
+class ConsistencyProof(_Wire):
+    """RFC 9162 proof that the tree of ``old_size`` events is a prefix of ``new_size``'s."""
+
+    old_size: int
+    new_size: int
+    proof: list[str]  # hex
+
+
+class KeyRotation(_Wire):
+    """The retired key, the new one, and the checkpoint both signed."""
+
+    retired: AuditKey
+    current: AuditKey
+    checkpoint: SignedCheckpoint
+
+
 class History(_Wire):
     """Every version and every event of one document."""
 

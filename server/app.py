@@ -175,6 +175,35 @@ async def _escalation_sweeper(app: FastAPI, every: float = 60.0) -> None:
             logging.getLogger("officium.server").exception("escalation sweep failed")
 
 
+def _adopt_signing_key(app: FastAPI) -> None:
+    """Sign with the current server key (finishing a rotation a crash interrupted)."""
+    from server import checkpoints
+
+    app.state.signer = checkpoints.current_signer(
+        app.state.db, app.state.settings, app.state.signer
+    )
+
+
+def _checkpoint(app: FastAPI) -> None:
+    """Sign a checkpoint of the audit trail if it moved since the last one."""
+    from server import checkpoints
+
+    _adopt_signing_key(app)
+    checkpoints.make_checkpoint(
+        app.state.db, app.state.signer, app.state.settings, now=app.state.clock()
+    )
+
+
+async def _checkpointer(app: FastAPI, every: float) -> None:
+    """Sign a checkpoint every ``every`` seconds when there are new events."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await anyio.to_thread.run_sync(_checkpoint, app)
+        except Exception:
+            logging.getLogger("officium.server").exception("checkpoint failed")
+
+
 def create_app(
     settings: Settings,
     *,
@@ -192,15 +221,22 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Publish the signing key before any signature needs it, so auditors can keep it.
+        await anyio.to_thread.run_sync(_adopt_signing_key, app)
         await anyio.to_thread.run_sync(_register_signing_key, app)
         sweeper = asyncio.create_task(_escalation_sweeper(app))
+        checkpointer = asyncio.create_task(_checkpointer(app, settings.checkpoint_seconds))
         dispatcher = Dispatcher(db, settings, clock=lambda: app.state.clock())
         dispatcher.start()
         try:
             yield
         finally:
             sweeper.cancel()
+            checkpointer.cancel()
             await dispatcher.stop()
+            try:  # the trail's last state, signed before the process goes
+                await anyio.to_thread.run_sync(_checkpoint, app)
+            except Exception:
+                logging.getLogger("officium.server").exception("the shutdown checkpoint failed")
             if database is None:
                 db.dispose()
 

@@ -59,6 +59,19 @@ class Settings(BaseSettings):
         description="The first retry delay of a failed webhook delivery; it doubles per "
         "failure, up to five minutes.",
     )
+    audit_origin: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^[^\s+]+$",
+        description="The name of the audit log in its signed checkpoints (no spaces or '+'); "
+        "unset means 'officium/' and the first 16 hex digits of the first event's hash.",
+    )
+    checkpoint_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often a signed checkpoint of the audit trail is made, when there "
+        "are new events (one is also made at shutdown).",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8470, ge=0, le=65535)
 

@@ -1,20 +1,26 @@
-"""Audit commands: read the trail and check its hash chain."""
+"""Audit commands: read the trail, check its hash chain, keep its keys and checkpoints."""
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 from collections.abc import Iterator
+from contextlib import suppress
 from itertools import islice
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.text import Text
 
 from clients.cli import render
 from clients.cli.session import Session, client_command
 from core.chain import verify_chain
 from core.schemas import AuditEvent, ChainCheck
 
-__all__ = ["check", "events"]
+__all__ = ["check", "checkpoint", "events", "key", "rotate_key"]
 
 
 @client_command
@@ -90,3 +96,89 @@ def check(
     session.show(payload, lambda: render.chain_check(result, where=where))
     if not result.ok:
         raise typer.Exit(1)
+
+
+KEYS_FORMAT = "officium-audit-keys"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path`` and rename it into place: never a half-written file."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.new")
+    try:
+        with open(temporary, "x", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("-o", "--output", metavar="FILE", help="Write it to FILE.", show_default=False),
+]
+
+
+@client_command
+def key(session: Session, output: OutputOption = None) -> None:
+    """The keys the server signs the trail's checkpoints with, and when each was in use.
+
+    With -o, writes them as JSON for an auditor to keep and check checkpoints against.
+    """
+    published = session.client.audit_keys()
+    payload = {"format": KEYS_FORMAT, "version": 1, **published.model_dump(mode="json")}
+    if output is not None:
+        _write_atomically(output, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    rows = [(k.kid, k.valid_from, k.valid_until or "now", k.vkey) for k in published.keys]
+    if output is not None and not session.as_json:
+        session.out.print(
+            Text(f"{len(rows)} key(s) of {published.origin} written to {output}"), soft_wrap=True
+        )
+        return
+    session.show(
+        payload, lambda: render.records_table(("kid", "from", "until", "verifier key"), rows)
+    )
+
+
+@client_command
+def checkpoint(
+    session: Session,
+    output: OutputOption = None,
+    now: Annotated[
+        bool,
+        typer.Option("--now", help="Have the server sign one of the trail as it is now first."),
+    ] = False,
+) -> None:
+    """The latest signed checkpoint of the audit trail, exactly as signed.
+
+    Keep the file -o writes: it is what a later check of an export is given as
+    --last-seen, to prove the trail has only grown since.
+    """
+    signed = session.client.make_checkpoint() if now else session.client.latest_checkpoint()
+    if output is not None:
+        _write_atomically(output, signed.note)
+    if session.as_json:
+        session.emit_json(signed)
+    elif output is None:
+        typer.echo(signed.note, nl=False)
+    else:
+        session.out.print(
+            Text(f"checkpoint of {signed.tree_size} events written to {output}"), soft_wrap=True
+        )
+
+
+@client_command
+def rotate_key(session: Session) -> None:
+    """Replace the server's signing key; the old and the new key both sign the change."""
+    rotation = session.client.rotate_key()
+    session.show(
+        rotation,
+        lambda: Text(
+            f"server key {rotation.retired.kid} retired; {rotation.current.kid} signs from now "
+            f"on (the checkpoint of {rotation.checkpoint.tree_size} events carries both "
+            "signatures): publish the new keys with 'officium audit key -o FILE'"
+        ),
+    )

@@ -72,9 +72,11 @@ def build_app() -> typer.Typer:
     app.command("acks")(reviews.acknowledgements)
     app.command("subscribe")(reviews.subscribe)
 
-    audit_app = _typer("The audit trail: read it, check its hash chain.")
+    audit_app = _typer("The audit trail: read it, check its hash chain, its keys, checkpoints.")
     audit_app.command("events")(audit.events)
     audit_app.command("check")(audit.check)
+    audit_app.command("key")(audit.key)
+    audit_app.command("checkpoint")(audit.checkpoint)
     app.add_typer(audit_app, name="audit")
 
     key_app = _typer("Your own key, to sign your decisions with (--sign-with KEYFILE).")
@@ -101,6 +103,7 @@ def build_app() -> typer.Typer:
             "Watched shared folders.",
             {"add": admin.add_folder, "list": admin.list_folders},
         ),
+        "key": ("The server's signing key.", {"rotate": audit.rotate_key}),
     }
     for group_name, (group_help, commands) in admin_groups.items():
         group = _typer(group_help)
