@@ -25,6 +25,8 @@ from pydantic import BaseModel, ValidationError
 
 from core.errors import Invalid, OfficiumError, Unavailable, error_for_kind
 from core.schemas import (
+    AccessLogPage,
+    AccessRecord,
     Acknowledgement,
     AcknowledgementList,
     ApprovalList,
@@ -581,6 +583,24 @@ class OfficiumClient:
     def audit_verify(self) -> ChainCheck:
         """Ask the server to recompute the whole audit chain."""
         return self._get(ChainCheck, "/audit/verify")
+
+    def access_log(
+        self, *, document: int | None = None, after: int = 0, limit: int | None = None
+    ) -> AccessLogPage:
+        """One page of the access log (who read which evidence), optionally of one document."""
+        params = _query(document=document, after=after, limit=limit)
+        return self._get(AccessLogPage, "/audit/access", params=params)
+
+    def iter_access_log(
+        self, *, document: int | None = None, after: int = 0, page_size: int | None = None
+    ) -> Iterator[AccessRecord]:
+        """Every access-log entry after ``after``, in order, fetching page after page."""
+        while True:
+            page = self.access_log(document=document, after=after, limit=page_size)
+            yield from page.entries
+            if page.next is None or not page.entries:
+                return
+            after = page.next
 
     def audit_keys(self) -> AuditKeyList:
         """The audit log's origin and the server keys its checkpoints were signed with."""

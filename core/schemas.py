@@ -18,6 +18,8 @@ from core.paths import check_text, normalise_path
 
 __all__ = [
     "MAX_REPORTS_PER_BATCH",
+    "AccessLogPage",
+    "AccessRecord",
     "AuditEvent",
     "AuditEventPage",
     "Awaiting",
@@ -41,6 +43,7 @@ __all__ = [
     "Person",
     "PersonCreate",
     "PersonList",
+    "Removal",
     "ReportBatch",
     "ReportBatchResult",
     "ReportKind",
@@ -314,6 +317,18 @@ class CopyOf(_Wire):
     is_latest: bool
 
 
+class Removal(_Wire):
+    """Who removed a deleted document's file, and when, as the trail recorded it."""
+
+    at: datetime  # when the deletion was recorded
+    by: str  # the actor's name: "agent of plans", or a person's name
+    actor: str  # the actor's id: "agent:<token id>", "person:<id>"
+    author_hint: str | None  # the agent's best guess at who removed it (lock file, owner)
+    reason: str | None = None  # e.g. "'draft.docx' was renamed over it"
+    observed_at: datetime | None = None  # when the agent saw the file gone
+    seq: int  # the document.deleted event
+
+
 class DocumentStatus(_Wire):
     """A document as the register knows it now."""
 
@@ -332,6 +347,7 @@ class DocumentStatus(_Wire):
     review_id: int | None = None  # the open review, if any
     pinned: VersionRef | None = None  # the version the open review is about
     copy_of: CopyOf | None = None
+    removed: Removal | None = None  # set when the document is deleted
 
 
 class DocumentPage(_Wire):
@@ -699,4 +715,28 @@ class Approval(_Wire):
 
 class ApprovalList(_Wire):
     approvals: list[Approval]
+    next: int | None
+
+
+# ------------------------------------------------------------------- access log
+
+
+class AccessRecord(_Wire):
+    """One recorded read of evidence; ``sealed_by_seq`` is the event sealing its batch."""
+
+    id: int
+    at: datetime
+    actor: str  # "person:<id>", "agent:<token id>"
+    actor_name: str
+    action: str  # content.download, verify.lookup, audit.export, certificate.download
+    document_id: int | None
+    version_number: int | None
+    detail: str | None
+    sealed_by_seq: int
+
+
+class AccessLogPage(_Wire):
+    """One page of the access log; pass ``next`` back as ``after`` for the following page."""
+
+    entries: list[AccessRecord]
     next: int | None

@@ -21,6 +21,8 @@ from prometheus_client import (
 )
 
 from core.errors import Invalid, TooLarge, Unavailable
+from server.access import AccessLog
+from server.api import access as access_api
 from server.api import audit, content, directory, documents, folders, notifications, reviews
 from server.api.problems import install_problem_handlers, problem
 from server.auth import PrincipalCache
@@ -227,12 +229,15 @@ def create_app(
         checkpointer = asyncio.create_task(_checkpointer(app, settings.checkpoint_seconds))
         dispatcher = Dispatcher(db, settings, clock=lambda: app.state.clock())
         dispatcher.start()
+        app.state.access_log.start()
         try:
             yield
         finally:
             sweeper.cancel()
             checkpointer.cancel()
             await dispatcher.stop()
+            # The buffered reads, sealed before the shutdown checkpoint (see server/access.py).
+            await app.state.access_log.stop()
             try:  # the trail's last state, signed before the process goes
                 await anyio.to_thread.run_sync(_checkpoint, app)
             except Exception:
@@ -252,10 +257,14 @@ def create_app(
     app.state.clock = clock
     app.state.principals = PrincipalCache(settings.auth_cache_seconds)
     app.state.signer = ServerSigner(load_or_create_key(settings.resolved_signing_key_file))
+    app.state.access_log = AccessLog(
+        db, clock=lambda: app.state.clock(), every=settings.access_flush_seconds
+    )
     install_problem_handlers(app)
     registry = CollectorRegistry()
     for module in (directory, folders, documents, reviews, content, audit, notifications):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(access_api.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

@@ -81,6 +81,29 @@ def status_of(
             else None
         ),
         copy_of=copy_of,
+        removed=_removal(session, document) if document.deleted else None,
+    )
+
+
+def _removal(session: Session, document: Document) -> schemas.Removal | None:
+    """Who removed a deleted document's file and when: its last ``document.deleted`` event."""
+    deletions = [
+        row
+        for row in audit.document_events(session, document_id=document.id)
+        if row.action == "document.deleted"
+    ]
+    if not deletions:
+        return None
+    event = audit.to_wire(deletions[-1])
+    details = event.details
+    return schemas.Removal(
+        at=event.time,
+        by=event.actor.get("name") or event.actor.get("id") or "unknown",
+        actor=event.actor.get("id") or "unknown",
+        author_hint=details.get("author_hint"),
+        reason=details.get("reason"),
+        observed_at=details.get("observed_at"),
+        seq=event.seq,
     )
 
 

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         description="How often a signed checkpoint of the audit trail is made, when there "
         "are new events (one is also made at shutdown).",
     )
+    access_flush_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often buffered access-log entries (downloads, verify look-ups, "
+        "exports, certificates) are written, as one batch sealed by one audit event; a crash "
+        "loses at most this long's entries.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8470, ge=0, le=65535)
 

@@ -9,18 +9,27 @@ from collections.abc import Iterator
 from contextlib import suppress
 from itertools import islice
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.text import Text
 
 from clients.cli import render
+from clients.cli.names import resolve_document
 from clients.cli.session import Session, client_command
 from core.chain import verify_chain
 from core.schemas import AuditEvent, ChainCheck
 
-__all__ = ["check", "checkpoint", "events", "key", "rotate_key"]
+__all__ = ["access", "check", "checkpoint", "events", "key", "rotate_key"]
+
+T = TypeVar("T")
+
+
+def _first(stream: Iterator[T], limit: int | None) -> tuple[list[T], bool]:
+    """At most ``limit`` items of a paged stream, and whether more follow."""
+    page = list(stream if limit is None else islice(stream, limit))
+    return page, limit is not None and len(page) == limit and next(stream, None) is not None
 
 
 @client_command
@@ -37,9 +46,7 @@ def events(
     ] = None,
 ) -> None:
     """Audit events in order, following the server's pages."""
-    stream = session.client.iter_audit_events(after=after)
-    page = list(stream if limit is None else islice(stream, limit))
-    more = limit is not None and len(page) == limit and next(stream, None) is not None
+    page, more = _first(session.client.iter_audit_events(after=after), limit)
     payload = {
         "events": [event.model_dump(mode="json") for event in page],
         "next": page[-1].seq if more else None,
@@ -182,3 +189,41 @@ def rotate_key(session: Session) -> None:
             "signatures): publish the new keys with 'officium audit key -o FILE'"
         ),
     )
+
+
+@client_command
+def access(
+    session: Session,
+    document: Annotated[
+        str | None,
+        typer.Option(
+            "--document",
+            metavar="DOC",
+            help="Only reads of this document (its id, FOLDER:path or a local path).",
+            show_default=False,
+        ),
+    ] = None,
+    after: Annotated[
+        int, typer.Option(metavar="N", min=0, help="Only entries after entry id N.")
+    ] = 0,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", min=1, help="At most N entries (default: all).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Who downloaded, looked up, exported or certified what, and when (the access log).
+
+    Reads are written in batches, each sealed by one 'access.logged' audit event; the
+    newest appear within a few seconds.
+    """
+    document_id = resolve_document(session.client, document).id if document else None
+    page, more = _first(session.client.iter_access_log(document=document_id, after=after), limit)
+    payload = {
+        "entries": [entry.model_dump(mode="json") for entry in page],
+        "next": page[-1].id if more else None,
+    }
+    session.show(payload, lambda: render.access_table(page))
+    if more and not session.as_json:
+        session.note(f"more entries follow: --after {page[-1].id}")

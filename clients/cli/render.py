@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.schemas import (
+    AccessRecord,
     AuditEvent,
     Awaiting,
     ChainCheck,
@@ -24,6 +25,7 @@ from core.schemas import (
     FinalVersion,
     History,
     InboxItem,
+    Removal,
     ReviewView,
     VerifyResult,
     Version,
@@ -31,6 +33,7 @@ from core.schemas import (
 )
 
 __all__ = [
+    "access_table",
     "actor_name",
     "awaiting_text",
     "chain_check",
@@ -43,6 +46,7 @@ __all__ = [
     "inbox_table",
     "moment",
     "records_table",
+    "removal_text",
     "review_panel",
     "short_hash",
     "status_panel",
@@ -106,11 +110,23 @@ def _pinned(review: ReviewView) -> str:
     return text if review.pinned_is_latest else f"{text}  (no longer the latest version)"
 
 
+def removal_text(removal: Removal) -> str:
+    """Who removed a deleted document's file, the agent's author hint, and when."""
+    parts = [f"by {removal.by}"]
+    if removal.reason:
+        parts.append(removal.reason)
+    parts.append(f"author hint: {removal.author_hint}" if removal.author_hint else "no author hint")
+    parts.append(f"at {moment(removal.at)} (event #{removal.seq})")
+    return "; ".join(parts)
+
+
 def status_panel(document: DocumentStatus, *, review: ReviewView | None = None) -> Panel:
     """One document: owner, state, latest and final versions, drift, whose move it is."""
     grid = _grid()
     grid.add_row("owner", Text(document.owner_office or "—"))
     grid.add_row("state", Text(document.state.value + ("  (deleted)" if document.deleted else "")))
+    if document.removed is not None:
+        grid.add_row("removed", Text(removal_text(document.removed)))
     grid.add_row("latest", _version(document.latest))
     grid.add_row("final", _version(document.final))
     if document.note:
@@ -257,6 +273,25 @@ def events_table(events: Iterable[AuditEvent], *, title: str | None = None) -> T
             Text(event.action),
             Text(actor_name(event.actor)),
             short_hash(event.hash),
+        )
+    return table
+
+
+def access_table(entries: Iterable[AccessRecord]) -> Table:
+    """Access-log entries in order: who read what, when, and the event sealing the batch."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("id", "time", "action", "who", "document", "version", "detail", "sealed by"):
+        table.add_column(column, justify="right" if column in ("id", "sealed by") else "left")
+    for entry in entries:
+        table.add_row(
+            str(entry.id),
+            moment(entry.at),
+            Text(entry.action),
+            Text(entry.actor_name),
+            "—" if entry.document_id is None else f"#{entry.document_id}",
+            "—" if entry.version_number is None else f"v{entry.version_number}",
+            Text(entry.detail or "—"),
+            f"#{entry.sealed_by_seq}",
         )
     return table
 

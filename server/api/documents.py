@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse
 
 from core import schemas
 from core.errors import Unavailable
 from core.schemas import DocumentState, Id, Name, PathPrefix, RelPath, Sha256
-from server import documents
+from server import access, documents
 from server.api.deps import Caller, Db, Now, Store
 
 router = APIRouter(tags=["documents"])
@@ -81,11 +81,12 @@ def list_versions(document_id: DocumentId, db: Db, _: Caller) -> schemas.Version
 def download_version(
     document_id: DocumentId,
     number: Annotated[Id, Path()],
+    request: Request,
     db: Db,
     store: Store,
-    _: Caller,
+    caller: Caller,
 ) -> FileResponse:
-    """The exact bytes of one version."""
+    """The exact bytes of one version (the read is recorded in the access log)."""
     with db.reading() as session:
         version = documents.version_of(session, document_id=document_id, number=number)
     path = store.path_for(version.sha256)
@@ -94,6 +95,14 @@ def download_version(
             f"the bytes of version {number} ({version.sha256}) are missing from the content "
             "store; check the store's volume"
         )
+    access.record(
+        request.app,
+        caller,
+        "content.download",
+        document_id=document_id,
+        version_number=number,
+        detail=version.sha256,
+    )
     return FileResponse(
         path,
         media_type="application/octet-stream",
@@ -125,7 +134,22 @@ def change_owner(
 
 
 @router.get("/verify/{sha256}")
-def verify_copy(sha256: Annotated[Sha256, Path()], db: Db, _: Caller) -> schemas.VerifyResult:
-    """Is a copy with this SHA-256 a recorded version, which one, and is it the latest?"""
+def verify_copy(
+    sha256: Annotated[Sha256, Path()], request: Request, db: Db, caller: Caller
+) -> schemas.VerifyResult:
+    """Is a copy with this SHA-256 a recorded version, which one, and is it the latest?
+
+    The look-up is recorded in the access log, once per matching version (once if none).
+    """
     with db.reading() as session:
-        return documents.verify_copy(session, sha256)
+        result = documents.verify_copy(session, sha256)
+    for match in result.matches or [None]:
+        access.record(
+            request.app,
+            caller,
+            "verify.lookup",
+            document_id=match.document_id if match else None,
+            version_number=match.number if match else None,
+            detail=sha256,
+        )
+    return result
