@@ -14,9 +14,10 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -90,6 +91,7 @@ __all__ = [
     "SHA256_HEADER",
     "ContentMismatch",
     "OfficiumClient",
+    "Saved",
     "UnexpectedResponse",
     "sha256_file",
 ]
@@ -133,6 +135,14 @@ class UnexpectedResponse(OfficiumError):
     def __init__(self, detail: str, *, status: int | None = None) -> None:
         super().__init__(detail)
         self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What a streamed download wrote: how many bytes, and their SHA-256."""
+
+    size: int
+    sha256: str
 
 
 class ContentMismatch(OfficiumError):
@@ -633,6 +643,44 @@ class OfficiumClient:
         """Replace the server's signing key (admins); both keys sign the checkpoint saying so."""
         return self._parse(KeyRotation, self._send("POST", "/audit/keys/rotate"))
 
+    # --------------------------------------------------------------- exports
+
+    def export_audit(
+        self,
+        dest: str | os.PathLike[str] | BinaryIO,
+        *,
+        format: str = "bundle",
+        document: int | None = None,
+        office: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        with_content: bool = False,
+    ) -> Saved:
+        """Stream the audit trail (``bundle`` or ``csv``) into a file or a binary stream.
+
+        A path is written beside itself and renamed into place once the whole export has
+        arrived, so a failed export never leaves a partial file under that name.
+        """
+        params = _query(
+            format=format,
+            document=document,
+            office=office,
+            since=since.isoformat() if since else None,
+            until=until.isoformat() if until else None,
+            content="true" if with_content else None,
+        )
+        with self._stream("GET", "/audit/export", params=params) as response:
+            return _save(response, dest)
+
+    def certificate(self, id: int) -> bytes:
+        """A document's certificate of completion (PDF), checked against a signed checkpoint."""
+        return self._send("GET", f"/documents/{_segment(id)}/certificate").content
+
+    def save_certificate(self, id: int, dest: str | os.PathLike[str] | BinaryIO) -> Saved:
+        """Write a document's certificate of completion (PDF) to a file or a binary stream."""
+        with self._stream("GET", f"/documents/{_segment(id)}/certificate") as response:
+            return _save(response, dest)
+
     # ------------------------------------------------------------- transport
 
     def _get(
@@ -751,6 +799,22 @@ def _json_or_none(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+def _save(response: httpx.Response, dest: str | os.PathLike[str] | BinaryIO) -> Saved:
+    """Stream a response body to a binary stream, or to a path by way of a file beside it."""
+    if hasattr(dest, "write"):
+        digest, size = hashlib.sha256(), 0
+        for chunk in response.iter_bytes(CHUNK_SIZE):
+            digest.update(chunk)
+            dest.write(chunk)
+            size += len(chunk)
+        return Saved(size=size, sha256=digest.hexdigest())
+    target = Path(dest)
+    partial, digest = _receive(response, target)
+    size = partial.stat().st_size
+    os.replace(partial, target)
+    return Saved(size=size, sha256=digest)
 
 
 def _receive(response: httpx.Response, dest: Path) -> tuple[Path, str]:

@@ -24,6 +24,7 @@ from core.errors import Invalid, TooLarge, Unavailable
 from server.access import AccessLog
 from server.api import access as access_api
 from server.api import audit, content, directory, documents, folders, notifications, reviews
+from server.api import exports as exports_api
 from server.api.problems import install_problem_handlers, problem
 from server.auth import PrincipalCache
 from server.content import ContentStore
@@ -265,6 +266,7 @@ def create_app(
     for module in (directory, folders, documents, reviews, content, audit, notifications):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(access_api.router, prefix=API_PREFIX)
+    app.include_router(exports_api.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

@@ -7,6 +7,8 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import suppress
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from itertools import islice
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -17,11 +19,11 @@ from rich.text import Text
 
 from clients.cli import render
 from clients.cli.names import resolve_document
-from clients.cli.session import Session, client_command
+from clients.cli.session import Session, client_command, fail
 from core.chain import verify_chain
 from core.schemas import AuditEvent, ChainCheck
 
-__all__ = ["access", "check", "checkpoint", "events", "key", "rotate_key"]
+__all__ = ["access", "check", "checkpoint", "events", "export", "key", "rotate_key"]
 
 T = TypeVar("T")
 
@@ -227,3 +229,124 @@ def access(
     session.show(payload, lambda: render.access_table(page))
     if more and not session.as_json:
         session.note(f"more entries follow: --after {page[-1].id}")
+
+
+class ExportFormat(StrEnum):
+    bundle = "bundle"
+    csv = "csv"
+    pdf = "pdf"
+
+
+def _moment(text: str | None, option: str, *, end: bool) -> datetime | None:
+    """A --since/--until value: a date (a whole day, UTC) or an ISO time (UTC if no zone)."""
+    if text is None:
+        return None
+    try:
+        if len(text) == 10:
+            day = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+            # --until names the last day wanted; the server's bound excludes its moment.
+            return day + timedelta(days=1) if end else day
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(
+            f"{option} {text!r} is neither a date (2024-05-31) nor a time "
+            "(2024-05-31T17:00:00+02:00)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@client_command
+def export(
+    session: Session,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", metavar="PATH", help="Write the export to PATH.", show_default=False
+        ),
+    ],
+    format: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="bundle: JSON Lines to verify offline; csv: a sheet; "
+            "pdf: one document's certificate.",
+        ),
+    ] = ExportFormat.bundle,
+    document: Annotated[
+        str | None,
+        typer.Option(
+            "--document",
+            metavar="DOC",
+            help="Only this document (its id, FOLDER:path or a local path).",
+            show_default=False,
+        ),
+    ] = None,
+    office: Annotated[
+        str | None,
+        typer.Option(
+            "--office",
+            metavar="NAME",
+            help="Only documents this office owns or ever owned.",
+            show_default=False,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", metavar="DATE", help="Only events from DATE on.", show_default=False
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="DATE",
+            help="Only events up to DATE (a date includes that whole day).",
+            show_default=False,
+        ),
+    ] = None,
+    with_content: Annotated[
+        bool, typer.Option("--with-content", help="Bundle: include every version's bytes.")
+    ] = False,
+) -> None:
+    """The audit trail for auditors, pinned to a signed checkpoint.
+
+    A bundle is checked offline with 'officium audit verify'; a PDF is one document's
+    certificate of completion. PATH appears only once the whole export has arrived.
+    """
+    if format is ExportFormat.pdf:
+        if document is None:
+            raise fail("--format pdf is one document's certificate: name it with --document DOC")
+        if office or since or until or with_content:
+            raise fail(
+                "--format pdf takes --document only (not --office, --since, --until, "
+                "--with-content)"
+            )
+    elif with_content and format is not ExportFormat.bundle:
+        raise fail("--with-content goes with --format bundle only")
+    start, stop = _moment(since, "--since", end=False), _moment(until, "--until", end=True)
+    document_id = resolve_document(session.client, document).id if document else None
+    if format is ExportFormat.pdf:
+        saved = session.client.save_certificate(document_id, output)
+        what = f"certificate of document {document_id}"
+    else:
+        saved = session.client.export_audit(
+            output,
+            format=format.value,
+            document=document_id,
+            office=office,
+            since=start,
+            until=stop,
+            with_content=with_content,
+        )
+        what = f"audit {format.value}"
+    payload = {
+        "file": str(output),
+        "format": format.value,
+        "size": saved.size,
+        "sha256": saved.sha256,
+    }
+    session.show(
+        payload,
+        lambda: Text(f"{what} written to {output}: {saved.size} bytes, SHA-256 {saved.sha256}"),
+    )

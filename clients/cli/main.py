@@ -75,6 +75,7 @@ def build_app() -> typer.Typer:
     audit_app = _typer("The audit trail: read it, check its hash chain, its keys, checkpoints.")
     audit_app.command("events")(audit.events)
     audit_app.command("check")(audit.check)
+    audit_app.command("export")(audit.export)
     audit_app.command("access")(audit.access)
     audit_app.command("key")(audit.key)
     audit_app.command("checkpoint")(audit.checkpoint)
