@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.text import Text
 
@@ -22,8 +23,10 @@ from clients.cli.names import resolve_document
 from clients.cli.session import Session, client_command, fail
 from core.chain import verify_chain
 from core.schemas import AuditEvent, ChainCheck
+from core.verify import KeyFile, KeyFileError, verify_bundle
+from core.verify import Report as VerifyReport
 
-__all__ = ["access", "check", "checkpoint", "events", "export", "key", "rotate_key"]
+__all__ = ["access", "check", "checkpoint", "events", "export", "key", "rotate_key", "verify"]
 
 T = TypeVar("T")
 
@@ -350,3 +353,101 @@ def export(
         payload,
         lambda: Text(f"{what} written to {output}: {saved.size} bytes, SHA-256 {saved.sha256}"),
     )
+
+
+def _verify_report(report: VerifyReport) -> Text:
+    """The verification report as the auditor reads it."""
+    facts = (
+        f"{report.events:,} events, {report.checkpoints} checkpoints, "
+        f"{report.decisions} decisions, {report.versions} versions"
+    )
+    if report.ok:
+        root = report.as_dict()["root"]
+        return Text.assemble(
+            ("verified", "bold green"),
+            f": {facts} ({report.scope} bundle of {report.origin}), pinned to tree size "
+            f"{report.tree_size}, root {root}",
+        )
+    where = [
+        f"{name} {value}"
+        for name, value in (
+            ("event", report.seq),
+            ("checkpoint size", report.checkpoint_size),
+            ("document", report.document),
+            ("version", report.version),
+        )
+        if value is not None
+    ]
+    return Text.assemble(
+        (f"NOT verified ({report.code.name}, exit code {int(report.code)})", "bold red"),
+        f": {report.reason}\n",
+        f"at: {', '.join(where)}\n" if where else "",
+        f"checked before the fault: {facts}",
+    )
+
+
+def verify(
+    bundle: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="The bundle 'officium audit export' wrote.")
+    ],
+    key: Annotated[
+        Path,
+        typer.Option(
+            "--key",
+            metavar="KEYFILE",
+            help="The server's keys, as 'officium audit key -o KEYFILE' wrote them.",
+            show_default=False,
+        ),
+    ],
+    last_seen: Annotated[
+        Path | None,
+        typer.Option(
+            "--last-seen",
+            metavar="CHECKPOINT",
+            help="A checkpoint you saved earlier: the bundle must extend it.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify an audit bundle offline, trusting nothing but your saved keys (no server).
+
+    Exits 0 when every check holds, otherwise with the code of the first fault's class
+    (10 to 24, see README.md).
+    """
+    err = Console(stderr=True, highlight=False)
+    try:
+        keys = KeyFile.parse(key.read_bytes())
+        note = last_seen.read_text(encoding="utf-8") if last_seen is not None else None
+        with (
+            bundle.open("rb", buffering=1 << 20) as lines,
+            Progress(
+                SpinnerColumn(),
+                TextColumn("verifying {task.fields[name]}: {task.completed:,.0f} MB"),
+                console=err,
+                transient=True,
+                disable=not err.is_terminal,
+            ) as progress,
+        ):
+            task = progress.add_task("verify", total=None, name=bundle.name)
+            report = verify_bundle(_read_with_progress(lines, progress, task), keys, note)
+    except (OSError, UnicodeDecodeError, KeyFileError) as exc:
+        report = VerifyReport.unreadable(f"cannot read {exc}")
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        Console(highlight=False).print(_verify_report(report), soft_wrap=True)
+    raise typer.Exit(int(report.code))
+
+
+def _read_with_progress(lines: Iterator[bytes], progress: Progress, task) -> Iterator[bytes]:
+    if progress.disable:
+        yield from lines
+        return
+    read = 0
+    for line in lines:
+        read += len(line)
+        if read >= 1 << 20:
+            progress.advance(task, read / (1 << 20))
+            read = 0
+        yield line

@@ -79,6 +79,7 @@ def build_app() -> typer.Typer:
     audit_app.command("access")(audit.access)
     audit_app.command("key")(audit.key)
     audit_app.command("checkpoint")(audit.checkpoint)
+    audit_app.command("verify")(audit.verify)
     app.add_typer(audit_app, name="audit")
 
     key_app = _typer("Your own key, to sign your decisions with (--sign-with KEYFILE).")
