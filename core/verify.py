@@ -708,7 +708,9 @@ class _Run:
             handler = self._RECORDS[kind]
         except (orjson.JSONDecodeError, TypeError, KeyError):
             raise _Fault(ExitCode.malformed, f"line {self.lines} is not a bundle record") from None
-        self.enter(_PHASES[kind], kind)
+        phase = _PHASES[kind]
+        if phase != self.phase:
+            self.enter(phase, kind)
         try:
             handler(self, record)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -1132,9 +1134,9 @@ class _Run:
     # -------------------------------------------------------------- versions
 
     def version_record(self, record: dict) -> None:
-        self.close_content()
+        if self.content is not None:
+            self.close_content()
         document, number, sha256 = record["document"], record["number"], record["sha256"]
-        where = {"document": document, "version": number}
         self.version_records += 1
         self.version_list.update(b"%d %d %s\n" % (document, number, sha256.encode("ascii")))
         self.version = (document, number, sha256)
@@ -1145,21 +1147,24 @@ class _Run:
                 ExitCode.state_machine,
                 f"review #{claim[1]} pinned version {number} of document {document} as "
                 f"{claim[0]}, but the trail recorded {sha256}",
-                **where,
+                document=document,
+                version=number,
             )
         stored = record["stored_sha256"]
         if stored is None:
             raise _Fault(
                 ExitCode.content,
                 f"the content store no longer holds version {number} of document {document}",
-                **where,
+                document=document,
+                version=number,
             )
         if stored != sha256:
             raise _Fault(
                 ExitCode.content,
                 f"the content store holds other bytes for version {number} of document "
                 f"{document} (SHA-256 {stored}) than the trail recorded ({sha256})",
-                **where,
+                document=document,
+                version=number,
             )
 
     def versions_read(self) -> None:
