@@ -36,8 +36,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +70,7 @@ __all__ = [
     "TrustedKey",
     "is_canonical_event",
     "verify_bundle",
+    "verify_file",
 ]
 
 NEXT_KEY_EXTENSION = "officium-next-key"
@@ -611,6 +616,7 @@ class _Run:
 
     __slots__ = (
         "bundle_keys",
+        "canonical",
         "checkpoints",
         "consistent",
         "content",
@@ -645,8 +651,10 @@ class _Run:
         "version_trail",
     )
 
-    def __init__(self, keys: KeyFile, last_seen: str | None) -> None:
+    def __init__(self, keys: KeyFile, last_seen: str | None, *, canonical: bool = True) -> None:
         self.keys = keys
+        # False when another process checks each event's hash and canonical form.
+        self.canonical = canonical
         self.trusted: list[NoteKey] = [key.note_key for key in keys.keys]
         self.server_jwks: dict[str, dict[str, Any]] = {key.kid: key.jwk for key in keys.keys}
         self.bundle_keys: dict[str, TrustedKey] = {}
@@ -930,13 +938,13 @@ class _Run:
         last = self.last_seq
         if seq != last + 1:
             self.out_of_place(seq)
-        if hashlib.sha256(data).hexdigest() != stored:
+        if self.canonical and hashlib.sha256(data).hexdigest() != stored:
             raise _Fault(
                 ExitCode.event_hash,
                 f"event {seq} does not hash to its recorded hash: it was edited",
                 seq=seq,
             )
-        if not is_canonical_event(data, body):
+        if self.canonical and not is_canonical_event(data, body):
             raise _Fault(
                 ExitCode.not_canonical,
                 f"event {seq} is not in canonical (RFC 8785) form",
@@ -1443,14 +1451,36 @@ def verify_bundle(lines: Iterable[bytes], keys: KeyFile, last_seen: str | None =
     ``lines`` are the bundle's lines with their newlines (a file opened in binary mode);
     ``last_seen`` is a checkpoint note the auditor saved earlier, if any.
     """
+    return _verify(lines, keys, last_seen, canonical=True)[0]
+
+
+# Faults an event line raises before its hash and canonical form are checked (see
+# _Run.event): on a line whose scan also fails, these are still the first fault.
+_BEFORE_SCANNED = frozenset(
+    {
+        ExitCode.malformed,
+        ExitCode.cut_off,
+        ExitCode.event_missing,
+        ExitCode.out_of_order,
+        ExitCode.event_hash,
+        ExitCode.not_canonical,
+    }
+)
+
+
+def _verify(
+    lines: Iterable[bytes], keys: KeyFile, last_seen: str | None, *, canonical: bool
+) -> tuple[Report, int | None]:
+    """The report, and the number of the line its fault was found on (None when sound)."""
     try:
-        run = _Run(keys, last_seen)
+        run = _Run(keys, last_seen, canonical=canonical)
     except _Fault as fault:
-        return _Run(keys, None).report(fault)
+        return _Run(keys, None).report(fault), 0
     stream = iter(lines)
     event, record = run.event, run.line
+    number = 0
     try:
-        for line in stream:
+        for number, line in enumerate(stream, 1):  # noqa: B007 (the fault's line)
             if line[:_HASH_START] == _EVENT_HEAD:
                 event(line)
             else:
@@ -1461,7 +1491,156 @@ def verify_bundle(lines: Iterable[bytes], keys: KeyFile, last_seen: str | None =
                 "the bundle ends without its end record: it was cut off",
             )
     except _Gap as gap:
-        return run.report(_gap_report(gap, stream))
+        return run.report(_gap_report(gap, stream)), number
     except _Fault as fault:
-        return run.report(fault)
-    return run.report(None)
+        return run.report(fault), number
+    return run.report(None), None
+
+
+# ------------------------------------------------------------------ two processes
+
+# Below this size a second process costs more to start than it saves.
+_PARALLEL_MIN_BYTES = 8 << 20
+_PROGRESS_EVERY = 16384
+
+
+def _faulty_events(path: str) -> Iterator[tuple[int, int | None, ExitCode] | int]:
+    """Scan a bundle's event lines for their stored hash and canonical form, in order.
+
+    Yields ``(line number, seq, code)`` for the first event whose bytes do not hash to
+    the hash beside them or are not canonical (and stops), and a bare line number every
+    so often to say how far the scan has got.
+    """
+    with open(path, "rb", buffering=1 << 20) as handle:
+        for number, line in enumerate(handle, 1):
+            if number % _PROGRESS_EVERY == 0:
+                yield number
+            if line[:_HASH_START] != _EVENT_HEAD or line[-2:] != b"}\n":
+                continue
+            data = line[_BODY_START:-2]
+            try:
+                body = orjson.loads(data)
+                seq = body["seq"]
+            except (orjson.JSONDecodeError, TypeError, KeyError):
+                continue  # the main pass reports what is wrong with it
+            if hashlib.sha256(data).hexdigest().encode() != line[_HASH_START:_HASH_END]:
+                yield number, seq if type(seq) is int else None, ExitCode.event_hash
+                return
+            if not is_canonical_event(data, body):
+                yield number, seq if type(seq) is int else None, ExitCode.not_canonical
+                return
+
+
+def _first_faulty_event(path: str) -> tuple[int, int | None, ExitCode] | None:
+    for found in _faulty_events(path):
+        if type(found) is tuple:
+            return found
+    return None
+
+
+def _scan_main(path: str) -> None:
+    """``python -m core.verify --scan BUNDLE``: the second process of :func:`verify_file`.
+
+    Prints ``at N`` as it goes, ``found N SEQ CODE`` for a faulty event, ``done`` at the
+    end.
+    """
+    out = sys.stdout
+    for found in _faulty_events(path):
+        if type(found) is tuple:
+            number, seq, code = found
+            out.write(f"found {number} {seq if seq is not None else '-'} {int(code)}\n")
+            out.flush()
+            return
+        out.write(f"at {found}\n")
+        out.flush()
+    out.write("done\n")
+    out.flush()
+
+
+def _scan_result(scanner: subprocess.Popen, path: str, at: int | None):
+    """What the scanning process found before line ``at`` (or anywhere, if None)."""
+    for raw in scanner.stdout:
+        word, _, rest = raw.decode("ascii", "replace").strip().partition(" ")
+        if word == "done":
+            return None
+        if word == "at" and at is not None and int(rest) > at:
+            return None
+        if word == "found":
+            number, seq, code = rest.split()
+            return int(number), None if seq == "-" else int(seq), ExitCode(int(code))
+    return _first_faulty_event(path)  # the process died: scan here instead
+
+
+def verify_file(
+    path: str | os.PathLike[str],
+    keys: KeyFile,
+    last_seen: str | None = None,
+    *,
+    lines: Iterable[bytes] | None = None,
+    processes: int | None = None,
+) -> Report:
+    """:func:`verify_bundle` over a file, on two cores when there are two.
+
+    Checking each event's bytes against the hash beside them and for canonical form is a
+    third of the work and needs no state, so a second process (this module run with
+    ``--scan``) does it over the same file while this one does the rest (links, Merkle
+    roots, signatures, the state machine) in order. The first fault by position in the
+    file is reported, exactly as one pass would report it. ``lines`` may wrap the
+    file's lines (for a progress display); it must yield them all, in order.
+    """
+    path = os.fspath(path)
+    processes = processes if processes is not None else min(2, os.cpu_count() or 1)
+    if processes < 2 or os.path.getsize(path) < _PARALLEL_MIN_BYTES:
+        if lines is not None:
+            return verify_bundle(lines, keys, last_seen)
+        with open(path, "rb", buffering=1 << 20) as handle:
+            return verify_bundle(handle, keys, last_seen)
+    # A fresh interpreter, not multiprocessing: fork would copy the caller's threads (a
+    # progress display) and spawn would import the caller's whole program again.
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    }
+    scanner = subprocess.Popen(
+        [sys.executable, "-m", "core.verify", "--scan", path],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        if lines is not None:
+            report, at = _verify(lines, keys, last_seen, canonical=False)
+        else:
+            with open(path, "rb", buffering=1 << 20) as handle:
+                report, at = _verify(handle, keys, last_seen, canonical=False)
+        found = _scan_result(scanner, path, at)
+    finally:
+        scanner.kill()
+        scanner.wait()
+        scanner.stdout.close()
+    if found is None:
+        return report
+    number, seq, code = found
+    if at is not None and (at < number or (at == number and report.code in _BEFORE_SCANNED)):
+        return report
+    reason = (
+        f"event {seq} does not hash to its recorded hash: it was edited"
+        if code is ExitCode.event_hash
+        else f"event {seq} is not in canonical (RFC 8785) form"
+    )
+    return dataclasses.replace(
+        report,
+        code=code,
+        reason=reason,
+        seq=seq,
+        checkpoint_size=None,
+        document=None,
+        version=None,
+    )
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--scan"] and len(sys.argv) == 3:
+    _scan_main(sys.argv[2])

@@ -11,6 +11,7 @@ import base64
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -19,6 +20,7 @@ import rfc8785
 from typer.testing import CliRunner
 
 from clients.cli.main import build_app
+from core import verify
 from core.bundle import record_line, split_event_line
 from core.canonical import canonical_bytes, is_canonical
 from core.note import Checkpoint, open_note
@@ -31,6 +33,7 @@ from core.verify import (
     _DetachedSignatures,
     is_canonical_event,
     verify_bundle,
+    verify_file,
 )
 from tests.bundles import (
     ALICE,
@@ -58,7 +61,19 @@ def sizes(trail: Trail) -> list[int]:
 
 
 def check(lines, trail: Trail, *, keys: bytes | None = None, last_seen: str | None = None):
-    return verify_bundle(lines, KeyFile.parse(keys or keyfile(trail.server)), last_seen)
+    """The report of one pass, after checking that two processes report the same fault."""
+    keys_ = KeyFile.parse(keys or keyfile(trail.server))
+    lines = list(lines)
+    single = verify_bundle(lines, keys_, last_seen)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "bundle.jsonl"
+        path.write_bytes(b"".join(lines))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(verify, "_PARALLEL_MIN_BYTES", 0)
+            double = verify_file(path, keys_, last_seen, processes=2)
+    fault = ("code", "reason", "seq", "checkpoint_size", "document", "version")
+    assert [getattr(double, f) for f in fault] == [getattr(single, f) for f in fault]
+    return single
 
 
 def event_index(lines: list[bytes], seq: int) -> int:

@@ -23,7 +23,7 @@ from clients.cli.names import resolve_document
 from clients.cli.session import Session, client_command, fail
 from core.chain import verify_chain
 from core.schemas import AuditEvent, ChainCheck
-from core.verify import KeyFile, KeyFileError, verify_bundle
+from core.verify import KeyFile, KeyFileError, verify_file
 from core.verify import Report as VerifyReport
 
 __all__ = ["access", "check", "checkpoint", "events", "export", "key", "rotate_key", "verify"]
@@ -430,7 +430,9 @@ def verify(
             ) as progress,
         ):
             task = progress.add_task("verify", total=None, name=bundle.name)
-            report = verify_bundle(_read_with_progress(lines, progress, task), keys, note)
+            report = verify_file(
+                bundle, keys, note, lines=_read_with_progress(lines, progress, task)
+            )
     except (OSError, UnicodeDecodeError, KeyFileError) as exc:
         report = VerifyReport.unreadable(f"cannot read {exc}")
     if as_json:
