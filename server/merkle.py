@@ -21,7 +21,7 @@ from sqlmodel import Session
 from core import merkle as rfc9162
 from core import schemas
 from core.errors import Invalid
-from core.merkle import leaf_hash, node_hash, split_point, subtree_from_leaves
+from core.merkle import leaf_hash, node_hash, split_point
 from server.db import Database
 from server.models import MerkleNode
 
@@ -195,7 +195,7 @@ def subtree(session: Session) -> Callable[[int, int], bytes]:
     only slower. Answers are cached for the callback's lifetime (one root or proof).
     """
     cache: dict[tuple[int, int], bytes] = {}
-    blocks: dict[int, list[bytes]] = {}
+    blocks: dict[int, list[list[bytes]]] = {}
 
     def stored(level: int, idx: int) -> bytes | None:
         value = session.execute(
@@ -203,13 +203,29 @@ def subtree(session: Session) -> Callable[[int, int], bytes]:
         ).scalar_one_or_none()
         return None if value is None else bytes(value)
 
+    def levels_of(block: int, end: int) -> list[list[bytes]]:
+        """Every complete node inside one block, level by level, from leaves up to ``end``."""
+        first = block * BLOCK
+        levels = blocks.get(block)
+        if levels is None or first + len(levels[0]) < end:
+            leaves = _leaf_hashes(session, first, end)
+            levels = [leaves]
+            while len(levels[-1]) > 1:
+                below = levels[-1]
+                levels.append(
+                    [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+                )
+            blocks[block] = levels
+        return levels
+
     def small(start: int, end: int) -> bytes:
-        block = start // BLOCK
-        if (end - 1) // BLOCK != block:
-            return subtree_from_leaves(_leaf_hashes(session, start, end))(0, end - start)
-        if block not in blocks or len(blocks[block]) < end - block * BLOCK:
-            blocks[block] = _leaf_hashes(session, block * BLOCK, end)
-        return subtree_from_leaves(blocks[block])(start - block * BLOCK, end - block * BLOCK)
+        width = end - start
+        if width & (width - 1) == 0 and start % width == 0:  # a perfect subtree
+            block = start // BLOCK
+            level = width.bit_length() - 1
+            return levels_of(block, end)[level][(start - block * BLOCK) >> level]
+        k = split_point(width)
+        return node_hash(hash_of(start, start + k), hash_of(start + k, end))
 
     def hash_of(start: int, end: int) -> bytes:
         key = (start, end)
