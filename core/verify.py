@@ -184,6 +184,7 @@ class Report:
     versions: int
     tree_size: int | None
     root: bytes | None  # the pinned checkpoint's root
+    pinned_note: str | None = None  # the pinned checkpoint, as signed: the next --last-seen
 
     @property
     def ok(self) -> bool:
@@ -636,6 +637,7 @@ class _Run:
         "next_mark",
         "person_keys",
         "phase",
+        "pinned_note",
         "prev",
         "records",
         "replaying",
@@ -673,6 +675,7 @@ class _Run:
         self.full = True
         self.replaying = True
         self.checkpoints: list[Checkpoint] = []
+        self.pinned_note: str | None = None
         self.roots: dict[int, bytes] = {}
         self.consistent: set[int] = set()
         self.marks: list[tuple[int, bytes, str]] = []
@@ -797,6 +800,7 @@ class _Run:
                         checkpoint_size=checkpoint.size,
                     ) from None
         self.checkpoints.append(checkpoint)
+        self.pinned_note = note
         self.roots[checkpoint.size] = checkpoint.root
 
     def open_checkpoint(self, note: str, what: str) -> Checkpoint:
@@ -1407,6 +1411,7 @@ class _Run:
             versions=self.version_records,
             tree_size=pinned.size if pinned else None,
             root=pinned.root if pinned else None,
+            pinned_note=self.pinned_note,
         )
 
 

@@ -479,6 +479,34 @@ def test_the_command_verifies_a_bundle_file_offline(tmp_path, trail):
     assert result.exit_code == ExitCode.malformed
 
 
+def test_the_command_saves_the_verified_checkpoint_for_next_time(tmp_path, trail):
+    """--save-checkpoint keeps the pinned checkpoint; as --last-seen it catches a cut tail."""
+    full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"
+    keys, saved = tmp_path / "keys.json", tmp_path / "last-seen.txt"
+    full.write_bytes(b"".join(bundle_lines(trail, checkpoints=sizes(trail)).lines))
+    cut.write_bytes(b"".join(bundle_lines(trail, checkpoints=[10, 20, 30]).lines))
+    keys.write_bytes(keyfile(trail.server))
+    runner, app = CliRunner(), build_app()
+    verify_full = ["audit", "verify", str(full), "--key", str(keys)]
+    result = runner.invoke(app, [*verify_full, "--save-checkpoint", str(saved)])
+    assert result.exit_code == 0, result.output
+    assert Checkpoint.parse(open_note(saved.read_text(), []).text).size == len(trail.bodies)
+    result = runner.invoke(app, ["audit", "verify", str(cut), "--key", str(keys)])
+    assert result.exit_code == 0  # consistent in itself: the key holder re-signed it
+    result = runner.invoke(
+        app, ["audit", "verify", str(cut), "--key", str(keys), "--last-seen", str(saved)]
+    )
+    assert result.exit_code == ExitCode.last_seen == 20
+    # A bundle that does not verify saves nothing.
+    saved.unlink()
+    tampered = full.read_bytes().replace(
+        b'"action":"document.created"', b'"action":"document.made"'
+    )
+    full.write_bytes(tampered)
+    result = runner.invoke(app, [*verify_full, "--save-checkpoint", str(saved)])
+    assert result.exit_code != 0 and not saved.exists()
+
+
 def test_the_verifier_loads_no_server_code():
     code = (
         "import sys, core.verify, clients.cli.audit, clients.cli.main\n"

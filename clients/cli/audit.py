@@ -408,6 +408,16 @@ def verify(
             show_default=False,
         ),
     ] = None,
+    save_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-checkpoint",
+            metavar="FILE",
+            help="When the bundle verifies, save its pinned checkpoint to FILE: your "
+            "--last-seen for the next bundle.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify an audit bundle offline, trusting nothing but your saved keys (no server).
@@ -435,10 +445,15 @@ def verify(
             )
     except (OSError, UnicodeDecodeError, KeyFileError) as exc:
         report = VerifyReport.unreadable(f"cannot read {exc}")
+    if report.ok and save_checkpoint is not None and report.pinned_note is not None:
+        # Verified above with the trusted keys; kept exactly as signed.
+        _write_atomically(save_checkpoint, report.pinned_note)
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:
         Console(highlight=False).print(_verify_report(report), soft_wrap=True)
+        if report.ok and save_checkpoint is not None:
+            err.print(f"checkpoint of size {report.tree_size} saved to {save_checkpoint}")
     raise typer.Exit(int(report.code))
 
 
