@@ -37,6 +37,7 @@ class ContentStore:
         self.root = root
         self.max_bytes = max_bytes
         self._objects = root / "objects"
+        self._objects_text = str(self._objects)
         self._tmp = root / "tmp"
 
     def prepare(self) -> None:
@@ -47,6 +48,10 @@ class ContentStore:
     def path_for(self, sha256: str) -> Path:
         """Where the object with this hash lives (whether or not it is there)."""
         return self._objects / sha256[:2] / sha256[2:4] / sha256
+
+    def file_for(self, sha256: str) -> str:
+        """:meth:`path_for` as a string, built without pathlib (exports ask it per version)."""
+        return os.path.join(self._objects_text, sha256[:2], sha256[2:4], sha256)
 
     def size_of(self, sha256: str) -> int | None:
         """The stored object's size, or None when it is not stored."""

@@ -289,17 +289,14 @@ def _checkpoints(session: Session, *, below: int) -> Iterator[Checkpoint]:
 
 def _stored_sha256(store: ContentStore, sha256: str) -> str | None:
     """The SHA-256 of the bytes the store holds under ``sha256`` now, or None if missing."""
-    digest = hashlib.sha256()
     try:
-        with store.path_for(sha256).open("rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
+        with open(store.file_for(sha256), "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
     except FileNotFoundError:
         return None
-    return digest.hexdigest()
 
 
-def _content_records(store: ContentStore, version: Version) -> Iterator[dict[str, Any]]:
+def _content_records(store: ContentStore, version: sa.Row) -> Iterator[dict[str, Any]]:
     try:
         handle = store.path_for(version.sha256).open("rb")
     except FileNotFoundError:
@@ -317,16 +314,21 @@ def _content_records(store: ContentStore, version: Version) -> Iterator[dict[str
             offset += len(chunk)
 
 
-def _versions(session: Session, selection: _Selection) -> Iterator[Version]:
-    """The versions whose ``version.recorded`` events the selection holds, in event order."""
+def _versions(session: Session, selection: _Selection) -> Iterator[sa.Row]:
+    """The versions whose ``version.recorded`` events the selection holds, in event order.
+
+    Rows of (document_id, number, sha256, size): plain columns, not ORM objects, since a
+    full export lists every version of the register.
+    """
+    columns = (Version.document_id, Version.number, Version.sha256, Version.size)
     for batch in _batches(_scan(session, selection, actions=("version.recorded",))):
         keys = [
             (row.document_id, orjson.loads(row.canonical)["details"]["number"]) for row in batch
         ]
         rows = session.execute(
-            sa.select(Version).where(sa.tuple_(Version.document_id, Version.number).in_(keys))
-        ).scalars()
-        found = {(version.document_id, version.number): version for version in rows}
+            sa.select(*columns).where(sa.tuple_(Version.document_id, Version.number).in_(keys))
+        )
+        found = {(row.document_id, row.number): row for row in rows}
         for key in keys:
             if key in found:
                 yield found[key]
