@@ -8,7 +8,9 @@ auditor runs. The trails are longer than 256 events, so stored Merkle nodes are 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -199,6 +201,56 @@ def test_nothing_moved_no_new_checkpoint_and_consecutive_ones_are_consistent(app
     rfc9162.verify_consistency(
         700, 740, bytes.fromhex(first.root), bytes.fromhex(second.root), proof
     )
+
+
+def test_two_replicas_signing_at_once_never_disagree(app, settings, trail):
+    """Two makers race while events keep coming: every checkpoint extends the one before."""
+    other = create_app(settings)  # a second replica over the same database and key
+    makers = [app, other]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_signing(replica) -> None:
+        try:
+            while not stop.is_set():
+                checkpoints.make_checkpoint(
+                    replica.state.db,
+                    replica.state.signer,
+                    replica.state.settings,
+                    now=datetime.now(UTC),
+                )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=keep_signing, args=(m,)) for m in makers]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(300):  # until the makers have signed several trees between appends
+            append_events(app, 7)
+            with app.state.db.reading() as session:
+                if len(session.exec(select(Checkpoint.id)).all()) >= 4:
+                    break
+            time.sleep(0.01)  # let the makers' threads take the writer lock too
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        other.state.db.dispose()
+    assert errors == []
+    with app.state.db.reading() as session:
+        rows = list(session.exec(select(Checkpoint).order_by(Checkpoint.tree_size)))
+    assert len(rows) >= 4
+    with app.state.db.reading() as session:
+        for older, newer in itertools.pairwise(rows):
+            proof = merkle.consistency_proof(session, older.tree_size, newer.tree_size)
+            rfc9162.verify_consistency(
+                older.tree_size,
+                newer.tree_size,
+                bytes.fromhex(older.root),
+                bytes.fromhex(newer.root),
+                proof,
+            )
 
 
 def test_an_inconsistent_trail_is_never_signed(app, admin, trail):
