@@ -7,11 +7,13 @@ checkpoint it was checked against. Before anything is drawn, every event of the 
 up to that checkpoint is proved to be in the checkpoint's Merkle tree (RFC 9162
 inclusion proofs); a document whose trail does not verify gets no certificate.
 
-Fonts: fpdf2 bundles no TrueType font and the project ships none, so the PDF uses the
-PDF core fonts (Helvetica, Courier) in the Windows-1252 encoding. That covers German,
-French, Scandinavian and most Western European letters (ä ö ü ß é ø ...) and typographic
-quotes and dashes; any other character is printed as its base letter without accents
-where Unicode decomposes it (ő → o, č → c), else as "?". The figures an auditor checks
+Fonts: fpdf2 bundles no TrueType font and the project ships none. With
+``OFFICIUM_PDF_FONT`` naming one (deploy/Dockerfile installs DejaVu Sans), text prints
+as written, any character the font lacks as "?". Without it the PDF uses the PDF core
+fonts (Helvetica, Courier) in the Windows-1252 encoding. That covers German, French,
+Scandinavian and most Western European letters (ä ö ü ß é ø ...) and typographic quotes
+and dashes; any other character is printed as its base letter without accents where
+Unicode decomposes it (ő → o, č → c), else as "?". The figures an auditor checks
 (hashes, ids, sizes, times) are ASCII and always print exactly.
 """
 
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -237,31 +241,59 @@ def _verify(session: Session, facts: _Facts, checkpoint: Checkpoint) -> None:
 # ------------------------------------------------------------------ the page
 
 
+# The first bytes of TrueType, OpenType and TrueType-collection files.
+_FONT_MAGIC = (b"\x00\x01\x00\x00", b"OTTO", b"true", b"ttcf")
+
+
 class _Page(FPDF):
-    def __init__(self, footer_text: str) -> None:
+    def __init__(self, footer_text: str, *, font: Path | None, bold: Path | None) -> None:
         super().__init__(format="A4")
         self.core_fonts_encoding = "windows-1252"
+        self.body = "Helvetica"
+        self.glyphs: set[int] | None = None  # None: the core fonts, see printable()
+        if font is not None:
+            try:
+                for path in {font, bold or font}:
+                    with open(path, "rb") as handle:
+                        if handle.read(4) not in _FONT_MAGIC:
+                            raise ValueError("not a TrueType or OpenType font")
+                self.add_font("Body", "", str(font))
+                self.add_font("Body", "B", str(bold or font))
+            except Exception as exc:  # a bad font file must not cost the certificate
+                logging.getLogger("officium.certificate").warning(
+                    "the PDF font %s cannot be used (%s): printing with the core fonts", font, exc
+                )
+            else:
+                self.body = "Body"
+                self.glyphs = set(self.fonts["body"].cmap) & set(self.fonts["bodyB"].cmap)
         self.footer_text = footer_text
         self.set_margins(18, 18, 18)
         self.set_auto_page_break(auto=True, margin=18)
 
+    def shown(self, text: str) -> str:
+        """``text`` as the page's fonts can print it."""
+        if self.glyphs is None:
+            return printable(text)
+        glyphs = self.glyphs
+        return "".join(c if ord(c) in glyphs or c == "\n" else "?" for c in text)
+
     def footer(self) -> None:
         self.set_y(-12)
-        self.set_font("Helvetica", size=7)
+        self.set_font(self.body, size=7)
         self.cell(0, 5, f"{self.footer_text} - page {self.page_no()}", align="C")
 
     def heading(self, text: str) -> None:
         self.ln(3)
-        self.set_font("Helvetica", style="B", size=11)
+        self.set_font(self.body, style="B", size=11)
         self.paragraph(text, height=6)
 
     def paragraph(self, text: str, *, height: float = 4.6, size: float | None = None) -> None:
         if size is not None:
             self.set_font(size=size)
-        self.multi_cell(0, height, printable(text), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.multi_cell(0, height, self.shown(text), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     def text_line(self, text: str) -> None:
-        self.set_font("Helvetica", size=9)
+        self.set_font(self.body, size=9)
         self.paragraph(text)
 
     def fixed(self, text: str) -> None:
@@ -271,26 +303,33 @@ class _Page(FPDF):
 
 
 def certificate_pdf(
-    session: Session, *, document_id: int, checkpoint: Checkpoint, origin: str, now: datetime
+    session: Session,
+    *,
+    document_id: int,
+    checkpoint: Checkpoint,
+    origin: str,
+    now: datetime,
+    font: Path | None = None,
+    bold_font: Path | None = None,
 ) -> bytes:
     """The certificate of one document, checked against ``checkpoint`` first."""
     facts = _gather(session, document_id, checkpoint.tree_size)
     _verify(session, facts, checkpoint)
     document = facts.document
     ident = certificate_id(document.id, checkpoint.root)
-    pdf = _Page(f"Officium certificate {ident} for document {document.id}")
-    pdf.set_title(
-        f"Certificate of completion: {printable(facts.folder)}:{printable(document.path)}"
+    pdf = _Page(
+        f"Officium certificate {ident} for document {document.id}", font=font, bold=bold_font
     )
+    pdf.set_title(f"Certificate of completion: {pdf.shown(f'{facts.folder}:{document.path}')}")
     pdf.set_creator("Officium")
     pdf.add_page()
 
-    pdf.set_font("Helvetica", style="B", size=18)
+    pdf.set_font(pdf.body, style="B", size=18)
     pdf.paragraph("Certificate of completion", height=9)
-    pdf.set_font("Helvetica", size=9)
+    pdf.set_font(pdf.body, size=9)
     pdf.paragraph(f"Issued {_when(now)} from the audit trail {origin}")
     pdf.ln(2)
-    pdf.set_font("Helvetica", style="B", size=11)
+    pdf.set_font(pdf.body, style="B", size=11)
     pdf.paragraph(f"Certificate ID: {ident}", height=6)
 
     pdf.heading("Document")
@@ -317,9 +356,9 @@ def certificate_pdf(
         pdf.text_line(review[0])
         for decision in review[1:]:
             pdf.set_x(pdf.l_margin + 6)
-            pdf.set_font("Helvetica", size=9)
+            pdf.set_font(pdf.body, size=9)
             pdf.multi_cell(
-                0, 4.6, printable(decision), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT
+                0, 4.6, pdf.shown(decision), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT
             )
         pdf.ln(1)
 

@@ -79,6 +79,15 @@ class Settings(BaseSettings):
         "exports, certificates) are written, as one batch sealed by one audit event; a crash "
         "loses at most this long's entries.",
     )
+    pdf_font: Path | None = Field(
+        default=None,
+        description="A TrueType font for PDF certificates (e.g. DejaVuSans.ttf), so that any "
+        "name prints as written; unset means the PDF core fonts, which print Western "
+        "European letters only.",
+    )
+    pdf_font_bold: Path | None = Field(
+        default=None, description="The bold face of OFFICIUM_PDF_FONT (default: the same file)."
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8470, ge=0, le=65535)
 

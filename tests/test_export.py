@@ -14,8 +14,10 @@ import csv
 import hashlib
 import io
 import json
+import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import orjson
@@ -28,6 +30,8 @@ from core import merkle
 from core.bundle import FORMAT, is_event_line, split_event_line
 from core.note import Checkpoint, NoteKey, open_note
 from core.signatures import verify_detached
+from server import certificate as certificate_module
+from server import checkpoints
 from server.certificate import certificate_id, printable
 from tests.conftest import ADMIN_TOKEN, AgentDouble, sha
 
@@ -370,6 +374,49 @@ def test_a_deleted_documents_certificate_says_so(client_for, world):
 def test_text_outside_the_core_fonts_is_transliterated_not_refused():
     assert printable("Jürgens Straße café") == "Jürgens Straße café"
     assert printable("Łódź Dvořák 東京") == "?ódz Dvorák ??"
+
+
+def _unicode_font() -> Path | None:
+    """A TrueType font of this machine with Latin Extended letters, found by fontconfig."""
+    try:
+        found = subprocess.run(
+            ["fc-match", "-f", "%{file}", "DejaVu Sans:style=Book"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    except OSError:
+        return None
+    return Path(found) if found.endswith(".ttf") and Path(found).is_file() else None
+
+
+def test_with_a_truetype_font_names_print_as_written(app, world):
+    font = _unicode_font()
+    if font is None:
+        pytest.skip("no TrueType font on this machine (fontconfig's DejaVu Sans)")
+    state = app.state
+    pinned = checkpoints.pin(state.db, state.signer, state.settings, now=datetime.now(UTC))
+    with state.db.reading() as session:
+        data = certificate_module.certificate_pdf(
+            session,
+            document_id=world.plan,
+            checkpoint=pinned,
+            origin="officium/test",
+            now=datetime.now(UTC),
+            font=font,
+        )
+        text = pdf_text(data)
+    assert "Carol Jürgens" in text and pinned.root in text
+    page = certificate_module._Page("footer", font=font, bold=None)
+    assert page.shown("Łódź: Dvořák, 東京") == "Łódź: Dvořák, ??"
+
+
+def test_a_font_that_cannot_be_read_falls_back_to_the_core_fonts(tmp_path):
+    broken = tmp_path / "broken.ttf"
+    broken.write_bytes(b"not a font")
+    page = certificate_module._Page("footer", font=broken, bold=None)
+    assert page.body == "Helvetica"
+    assert page.shown("Łódź") == "?ódz"
 
 
 # ------------------------------------------------------------------ refusals

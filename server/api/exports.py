@@ -131,6 +131,8 @@ def document_certificate(
             checkpoint=pinned,
             origin=checkpoints.origin(session, settings),
             now=now,
+            font=settings.pdf_font,
+            bold_font=settings.pdf_font_bold,
         )
     access.record(
         request.app,
