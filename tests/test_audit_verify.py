@@ -530,21 +530,77 @@ def test_every_exit_code_is_distinct_and_documented():
 # ---------------------------------------------------------------- end to end, with the server
 
 
-def test_a_real_export_verifies_offline_and_a_tampered_row_is_found(live_server, app, tmp_path):
+def _live_world(live_server: str):
+    """The export tests' world (a review, a decision, a deletion) on a live server."""
     import httpx
-    import sqlalchemy as sa
 
-    from server.models import AuditEvent
-    from tests.conftest import ADMIN_TOKEN, AgentDouble, sha
-    from tests.tamper import lift_append_only_guards
-    from tests.test_export import V1, build_world, call
+    from tests.conftest import AgentDouble
+    from tests.test_export import build_world, call
 
     with httpx.Client(base_url=live_server) as http:
         call(http, "POST", "/offices", json={"name": "Planning"}, expect=201)
         folder = {"name": "plans", "root": "/srv/share/plans", "default_owner": "Planning"}
         call(http, "POST", "/folders", expect=201, json=folder)
         token = call(http, "POST", "/tokens", json={"folder": "plans"}, expect=201)["token"]
-        build_world(http, AgentDouble(http, token, "plans"))
+        return build_world(http, AgentDouble(http, token, "plans"))
+
+
+def test_a_bundle_spanning_a_key_rotation_verifies_with_the_keys_saved_before_it(
+    live_server, tmp_path
+):
+    """The old key vouches for the new one; decisions signed with either key verify."""
+    import httpx
+
+    from tests.conftest import ADMIN_TOKEN
+    from tests.test_export import call
+
+    world = _live_world(live_server)
+    runner, app_cli = CliRunner(), build_app()
+    server = ["--server", live_server, "--token", ADMIN_TOKEN]
+    bundle, old_keys = tmp_path / "trail.jsonl", tmp_path / "keys-before.json"
+
+    def cli(*command: str):
+        done = runner.invoke(app_cli, [*command, *server], env={"OFFICIUM_URL": None})
+        assert done.exit_code == 0, done.output
+        return done
+
+    cli("audit", "key", "-o", str(old_keys))
+    cli("admin", "key", "rotate")
+    with httpx.Client(base_url=live_server) as http:  # a decision under the new key
+        review = {"parties": ["office:Legal"]}
+        path = f"/documents/{world.budget}"
+        call(http, "POST", f"{path}/reviews", token=world.tokens["bob"], expect=201, json=review)
+        call(
+            http,
+            "POST",
+            f"{path}/review/decisions",
+            token=world.tokens["carol"],
+            json={"verdict": "approve"},
+        )
+    cli("audit", "export", "-o", str(bundle))
+    done = runner.invoke(
+        app_cli, ["audit", "verify", str(bundle), "--key", str(old_keys), "--json"]
+    )
+    report = json.loads(done.stdout)
+    assert done.exit_code == 0, report
+    assert report["decisions"] == 2 and report["checkpoints"] >= 2
+    kids = {
+        line.get("kid")
+        for line in map(orjson.loads, bundle.read_bytes().splitlines())
+        if line.get("record") == "decision"
+    }
+    assert len(kids) == 2  # one decision under each key
+
+
+def test_a_real_export_verifies_offline_and_a_tampered_row_is_found(live_server, app, tmp_path):
+    import sqlalchemy as sa
+
+    from server.models import AuditEvent
+    from tests.conftest import ADMIN_TOKEN, sha
+    from tests.tamper import lift_append_only_guards
+    from tests.test_export import V1
+
+    _live_world(live_server)
     runner, app_cli = CliRunner(), build_app()
     server = ["--server", live_server, "--token", ADMIN_TOKEN]
     bundle, keys = tmp_path / "trail.jsonl", tmp_path / "keys.json"
