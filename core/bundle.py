@@ -26,6 +26,10 @@ event
     :func:`event_line` and :func:`split_event_line`. Ascending seq.
 ``inclusion`` (filtered bundles, right after its event)
     ``{"record": "inclusion", "seq", "tree_size", "proof": [hex]}``.
+``access`` (full bundles, right after the ``access.logged`` event that sealed them)
+    ``{"record": "access", "id", "at", "actor", "actor_name", "action", "document_id",
+    "version_number", "detail", "sealed_by_seq"}``: the access-log rows of that batch,
+    in id order; :func:`access_digest` of them is the event's ``details.sha256``.
 ``version``
     ``{"record": "version", "document", "number", "sha256", "size", "stored_sha256"}``;
     ``stored_sha256`` is what the content store holds now, hashed at export time
@@ -45,11 +49,16 @@ from typing import Any
 
 import orjson
 
+from core.canonical import canonical_bytes, sha256_hex
+
 __all__ = [
+    "ACCESS_KEYS",
     "FORMAT",
     "KEYS_FORMAT",
     "VERSION",
     "BundleFormatError",
+    "access_digest",
+    "access_row_bytes",
     "event_line",
     "is_event_line",
     "record_line",
@@ -65,6 +74,35 @@ _EVENT_MID = b'","event":'
 _EVENT_TAIL = b"}\n"
 _HASH_END = len(_EVENT_HEAD) + 64
 _BODY_START = _HASH_END + len(_EVENT_MID)
+
+
+# The fields of an access-log row that its batch's digest covers (``sealed_by_seq`` names
+# the event holding the digest, so it is not hashed).
+ACCESS_KEYS = (
+    "id",
+    "at",
+    "actor",
+    "actor_name",
+    "action",
+    "document_id",
+    "version_number",
+    "detail",
+)
+
+
+def access_row_bytes(row: Any) -> bytes:
+    """One access-log row as its batch digest hashes it (``at`` already a chain time)."""
+    return canonical_bytes({key: row[key] for key in ACCESS_KEYS})
+
+
+def access_digest(rows: Any) -> str:
+    """SHA-256 of the canonical JSON list of a batch's rows, in id order.
+
+    Equal to ``sha256_hex(canonical_bytes([...rows...]))``: an RFC 8785 array is its
+    members' canonical forms joined by commas in brackets, so a reader can hash a batch
+    one row at a time.
+    """
+    return sha256_hex(b"[" + b",".join(access_row_bytes(row) for row in rows) + b"]")
 
 
 class BundleFormatError(ValueError):

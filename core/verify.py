@@ -53,7 +53,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from core import review as rules
-from core.bundle import FORMAT, KEYS_FORMAT, VERSION, BundleFormatError, split_event_line
+from core.bundle import (
+    FORMAT,
+    KEYS_FORMAT,
+    VERSION,
+    BundleFormatError,
+    access_row_bytes,
+    split_event_line,
+)
 from core.canonical import is_canonical
 from core.chain import GENESIS_HASH
 from core.errors import Invalid
@@ -96,6 +103,7 @@ class ExitCode(IntEnum):
     decision = 22  # a decision's signature or binding to its version fails
     content = 23  # a version's bytes are not the bytes the trail recorded
     state_machine = 24  # the trail breaks the approval rules
+    access_log = 25  # access-log rows differ from the batch digest their event sealed
 
 
 # ------------------------------------------------------------------ keys
@@ -583,6 +591,7 @@ _PHASES = {
     "consistency": 3,
     "event": 4,
     "inclusion": 4,
+    "access": 4,
     "version": 5,
     "content": 5,
     "decision": 6,
@@ -612,10 +621,23 @@ class _Decided:
     signatures: tuple[str, str, str | None]  # kid, server JWS, client JWS
 
 
+@dataclass(slots=True)
+class _AccessBatch:
+    """An ``access.logged`` event whose rows are being read, hashed as they come."""
+
+    seq: int
+    count: int
+    next_id: int
+    sha256: str
+    seen: int = 0
+    digest: Any = dataclasses.field(default_factory=lambda: hashlib.sha256(b"["))
+
+
 class _Run:
     """One pass over a bundle."""
 
     __slots__ = (
+        "access_due",
         "bundle_keys",
         "canonical",
         "checkpoints",
@@ -685,6 +707,7 @@ class _Run:
         self.prev = GENESIS_HASH
         self.events = 0
         self.inclusion_due: tuple[int, bytes] | None = None
+        self.access_due: _AccessBatch | None = None  # rows still to come after access.logged
         self.docs: dict[int, _Document] = {}
         self.settling: dict[int, str] = {}  # documents whose review awaits its conclusion
         # The versions the events record and the version records list, each folded
@@ -924,7 +947,7 @@ class _Run:
 
     def event(self, line: bytes) -> None:
         """One event line: the hot path, kept lean (see the module's rate target)."""
-        if self.phase != _EVENTS or self.inclusion_due is not None:
+        if self.phase != _EVENTS or self.inclusion_due is not None or self.access_due is not None:
             self.before_event()
         if line[_HASH_END:_BODY_START] != _EVENT_MID or line[-2:] != b"}\n":
             if not line.endswith(b"\n"):
@@ -984,6 +1007,7 @@ class _Run:
     def before_event(self) -> None:
         if self.phase != _EVENTS:
             self.enter(_EVENTS, "event")
+        self.access_complete()
         if self.inclusion_due is not None:
             seq = self.inclusion_due[0]
             raise _Fault(ExitCode.proof, f"event {seq} has no inclusion proof", seq=seq)
@@ -1062,6 +1086,8 @@ class _Run:
     def meaning(self, seq: int, event: dict) -> None:
         """What the event does: keys, decisions to bind, and the approval state machine."""
         action = event["action"]
+        if action == "access.logged" and self.full:
+            self.access_logged(seq, event["details"])
         if action == "key.registered":
             self.key_registered(event)
         elif action == "review.decided":
@@ -1125,6 +1151,7 @@ class _Run:
         )
 
     def events_read(self) -> None:
+        self.access_complete()
         if self.inclusion_due is not None:
             seq = self.inclusion_due[0]
             raise _Fault(ExitCode.proof, f"event {seq} has no inclusion proof", seq=seq)
@@ -1141,6 +1168,54 @@ class _Run:
                 f"a review of document {doc_id} was settled ({state}) by its last decision "
                 "but never concluded",
                 document=doc_id,
+            )
+
+    # -------------------------------------------------------------- access log
+
+    def access_logged(self, seq: int, details: dict) -> None:
+        """An ``access.logged`` event: its rows follow it in a full bundle (core.bundle)."""
+        count, first = details["count"], details["first_id"]
+        if count:
+            self.access_due = _AccessBatch(seq, count, first, details["sha256"])
+
+    def access_record(self, record: dict) -> None:
+        batch = self.access_due
+        if batch is None or record["sealed_by_seq"] != batch.seq:
+            raise _Fault(
+                ExitCode.access_log,
+                f"access-log row {record['id']} is not one of the batch its event "
+                f"{record['sealed_by_seq']} sealed",
+                seq=record["sealed_by_seq"],
+            )
+        if record["id"] != batch.next_id:
+            raise _Fault(
+                ExitCode.access_log,
+                f"access-log row {batch.next_id} of the batch event {batch.seq} sealed is "
+                f"missing (row {record['id']} came instead)",
+                seq=batch.seq,
+            )
+        batch.digest.update((b"," if batch.seen else b"") + access_row_bytes(record))
+        batch.seen += 1
+        batch.next_id += 1
+        if batch.seen == batch.count:
+            batch.digest.update(b"]")
+            if batch.digest.hexdigest() != batch.sha256:
+                raise _Fault(
+                    ExitCode.access_log,
+                    f"the access-log rows of the batch event {batch.seq} sealed differ from "
+                    "its digest: a row was altered",
+                    seq=batch.seq,
+                )
+            self.access_due = None
+
+    def access_complete(self) -> None:
+        batch = self.access_due
+        if batch is not None:
+            raise _Fault(
+                ExitCode.access_log,
+                f"the access-log batch event {batch.seq} sealed has {batch.seen} of its "
+                f"{batch.count} rows: rows were removed",
+                seq=batch.seq,
             )
 
     # -------------------------------------------------------------- versions
@@ -1385,6 +1460,7 @@ class _Run:
         "checkpoint": checkpoint_record,
         "consistency": consistency_record,
         "inclusion": inclusion_record,
+        "access": access_record,
         "version": version_record,
         "content": content_record,
         "decision": decision_record,

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from core import schemas
-from core.canonical import canonical_bytes, sha256_hex
+from core.bundle import access_digest
 from core.chain import format_time
 from server import audit
 from server.auth import Principal
@@ -57,16 +57,6 @@ ACTIONS = frozenset({"content.download", "verify.lookup", "audit.export", "certi
 FLUSH_AT = 500  # entries that make the flusher write at once, and the most one batch holds
 MAX_PENDING = 100_000  # entries kept while the database cannot be written
 _MAX_DETAIL = 2000  # the detail column's width
-_ROW_KEYS = (
-    "id",
-    "at",
-    "actor",
-    "actor_name",
-    "action",
-    "document_id",
-    "version_number",
-    "detail",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +76,12 @@ def batch_digest(rows: Iterable[Mapping[str, Any]]) -> str:
     Each row is an object of exactly ``id, at, actor, actor_name, action, document_id,
     version_number, detail``, with ``at`` spelled as the audit chain spells times
     (``YYYY-MM-DDTHH:MM:SS.ffffffZ``); ``sealed_by_seq`` is not hashed (it names the event
-    that holds the digest).
+    that holds the digest). The offline verifier computes the same (core.bundle).
     """
-    body = []
-    for row in rows:
-        hashed = {key: row[key] for key in _ROW_KEYS}
-        if isinstance(hashed["at"], datetime):
-            hashed["at"] = format_time(hashed["at"])
-        body.append(hashed)
-    return sha256_hex(canonical_bytes(body))
+    return access_digest(
+        {**row, "at": format_time(row["at"]) if isinstance(row["at"], datetime) else row["at"]}
+        for row in rows
+    )
 
 
 class AccessLog:

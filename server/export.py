@@ -40,7 +40,15 @@ from core.errors import Invalid, NotFound
 from server import checkpoints, merkle
 from server.content import ContentStore
 from server.db import Database
-from server.models import Checkpoint, Decision, Document, Office, UTCDateTime, Version
+from server.models import (
+    AccessEntry,
+    Checkpoint,
+    Decision,
+    Document,
+    Office,
+    UTCDateTime,
+    Version,
+)
 from server.settings import Settings
 
 __all__ = [
@@ -242,6 +250,7 @@ def _scan(
         )
     query = sa.select(
         _events.c.seq,
+        _events.c.action,
         _events.c.document_id,
         _events.c.canonical,
         _events.c.hash,
@@ -294,6 +303,31 @@ def _stored_sha256(store: ContentStore, sha256: str) -> str | None:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except FileNotFoundError:
         return None
+
+
+def _access_records(session: Session, event: sa.Row) -> Iterator[dict[str, Any]]:
+    """The access-log rows an ``access.logged`` event sealed, in id order (core.bundle)."""
+    details = orjson.loads(event.canonical)["details"]
+    if details.get("first_id") is None:  # a batch that only counted dropped entries
+        return
+    rows = session.execute(
+        sa.select(AccessEntry)
+        .where(AccessEntry.id.between(details["first_id"], details["last_id"]))
+        .order_by(AccessEntry.id)
+    ).scalars()
+    for row in rows:
+        yield {
+            "record": "access",
+            "id": row.id,
+            "at": format_time(row.at),
+            "actor": row.actor,
+            "actor_name": row.actor_name,
+            "action": row.action,
+            "document_id": row.document_id,
+            "version_number": row.version_number,
+            "detail": row.detail,
+            "sealed_by_seq": row.sealed_by_seq,
+        }
 
 
 def _content_records(store: ContentStore, version: sa.Row) -> Iterator[dict[str, Any]]:
@@ -444,6 +478,8 @@ def _bundle_body(
     proofs = _InclusionProofs(session, tree_size)
     for row in _scan(session, selection):
         yield event_line(bytes(row.canonical), row.hash)
+        if scope.full and row.action == "access.logged":
+            yield from _access_records(session, row)
         if not scope.full:
             path = proofs.inclusion(row.seq)
             yield {

@@ -592,6 +592,63 @@ def test_a_bundle_spanning_a_key_rotation_verifies_with_the_keys_saved_before_it
     assert len(kids) == 2  # one decision under each key
 
 
+def test_a_full_bundle_carries_the_access_log_and_an_altered_row_is_found(
+    live_server, app, tmp_path
+):
+    import httpx
+    import sqlalchemy as sa
+
+    from server.models import AccessEntry
+    from tests.conftest import ADMIN_TOKEN, sha
+    from tests.tamper import lift_append_only_guards
+    from tests.test_export import V1
+
+    world = _live_world(live_server)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=f"{live_server}/api/v1", headers=headers) as http:
+        assert http.get(f"/documents/{world.plan}/versions/1/content").content == V1
+        assert http.get(f"/verify/{sha(V1)}").status_code == 200
+    app.state.access_log.flush()
+    runner, app_cli = CliRunner(), build_app()
+    server = ["--server", live_server, "--token", ADMIN_TOKEN]
+    bundle, keys = tmp_path / "trail.jsonl", tmp_path / "keys.json"
+
+    def export_and_verify() -> tuple[int, dict]:
+        for command in (["audit", "export", "-o", str(bundle)], ["audit", "key", "-o", str(keys)]):
+            done = runner.invoke(app_cli, [*command, *server], env={"OFFICIUM_URL": None})
+            assert done.exit_code == 0, done.output
+        done = runner.invoke(
+            app_cli, ["audit", "verify", str(bundle), "--key", str(keys), "--json"]
+        )
+        return done.exit_code, json.loads(done.stdout)
+
+    code, report = export_and_verify()
+    assert code == 0, report
+    records = [orjson.loads(line) for line in bundle.read_bytes().splitlines()]
+    accesses = [r for r in records if r.get("record") == "access"]
+    assert {r["action"] for r in accesses} >= {"content.download", "verify.lookup"}
+
+    with app.state.db.engine.begin() as connection:
+        lift_append_only_guards(connection)
+        connection.execute(
+            sa.update(AccessEntry)
+            .where(AccessEntry.action == "content.download")
+            .values(actor_name="Someone Else")
+        )
+    code, report = export_and_verify()
+    assert (code, report["first_failing_seq"]) == (
+        ExitCode.access_log,
+        accesses[0]["sealed_by_seq"],
+    )
+    assert "altered" in report["reason"]
+
+    with app.state.db.engine.begin() as connection:
+        lift_append_only_guards(connection)
+        connection.execute(sa.delete(AccessEntry).where(AccessEntry.action == "verify.lookup"))
+    code, report = export_and_verify()
+    assert code == ExitCode.access_log, report
+
+
 def test_a_real_export_verifies_offline_and_a_tampered_row_is_found(live_server, app, tmp_path):
     import sqlalchemy as sa
 
