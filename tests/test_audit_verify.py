@@ -545,6 +545,20 @@ def _live_world(live_server: str):
         return build_world(http, AgentDouble(http, token, "plans"))
 
 
+def _export_and_verify(live_server: str, bundle: Path) -> tuple[int, dict]:
+    """`audit export` and `audit key` from the live server, then `audit verify` offline."""
+    from tests.conftest import ADMIN_TOKEN
+
+    runner, app_cli = CliRunner(), build_app()
+    server = ["--server", live_server, "--token", ADMIN_TOKEN]
+    keys = bundle.with_name("keys.json")
+    for command in (["audit", "export", "-o", str(bundle)], ["audit", "key", "-o", str(keys)]):
+        done = runner.invoke(app_cli, [*command, *server], env={"OFFICIUM_URL": None})
+        assert done.exit_code == 0, done.output
+    done = runner.invoke(app_cli, ["audit", "verify", str(bundle), "--key", str(keys), "--json"])
+    return done.exit_code, json.loads(done.stdout)
+
+
 def test_a_bundle_spanning_a_key_rotation_verifies_with_the_keys_saved_before_it(
     live_server, tmp_path
 ):
@@ -609,18 +623,10 @@ def test_a_full_bundle_carries_the_access_log_and_an_altered_row_is_found(
         assert http.get(f"/documents/{world.plan}/versions/1/content").content == V1
         assert http.get(f"/verify/{sha(V1)}").status_code == 200
     app.state.access_log.flush()
-    runner, app_cli = CliRunner(), build_app()
-    server = ["--server", live_server, "--token", ADMIN_TOKEN]
-    bundle, keys = tmp_path / "trail.jsonl", tmp_path / "keys.json"
+    bundle = tmp_path / "trail.jsonl"
 
     def export_and_verify() -> tuple[int, dict]:
-        for command in (["audit", "export", "-o", str(bundle)], ["audit", "key", "-o", str(keys)]):
-            done = runner.invoke(app_cli, [*command, *server], env={"OFFICIUM_URL": None})
-            assert done.exit_code == 0, done.output
-        done = runner.invoke(
-            app_cli, ["audit", "verify", str(bundle), "--key", str(keys), "--json"]
-        )
-        return done.exit_code, json.loads(done.stdout)
+        return _export_and_verify(live_server, bundle)
 
     code, report = export_and_verify()
     assert code == 0, report
@@ -653,23 +659,15 @@ def test_a_real_export_verifies_offline_and_a_tampered_row_is_found(live_server,
     import sqlalchemy as sa
 
     from server.models import AuditEvent
-    from tests.conftest import ADMIN_TOKEN, sha
+    from tests.conftest import sha
     from tests.tamper import lift_append_only_guards
     from tests.test_export import V1
 
     _live_world(live_server)
-    runner, app_cli = CliRunner(), build_app()
-    server = ["--server", live_server, "--token", ADMIN_TOKEN]
-    bundle, keys = tmp_path / "trail.jsonl", tmp_path / "keys.json"
+    bundle = tmp_path / "trail.jsonl"
 
     def export_and_verify() -> tuple[int, dict]:
-        for command in (["audit", "export", "-o", str(bundle)], ["audit", "key", "-o", str(keys)]):
-            done = runner.invoke(app_cli, [*command, *server], env={"OFFICIUM_URL": None})
-            assert done.exit_code == 0, done.output
-        done = runner.invoke(
-            app_cli, ["audit", "verify", str(bundle), "--key", str(keys), "--json"]
-        )
-        return done.exit_code, json.loads(done.stdout)
+        return _export_and_verify(live_server, bundle)
 
     code, report = export_and_verify()
     assert code == 0, report
