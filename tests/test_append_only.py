@@ -10,9 +10,8 @@ from server.models import AuditEvent, AuditHead, utcnow
 
 
 def _refused(app, statement) -> str:
-    with pytest.raises(sa.exc.DBAPIError) as caught:
-        with app.state.db.engine.begin() as connection:
-            connection.execute(statement)
+    with pytest.raises(sa.exc.DBAPIError) as caught, app.state.db.engine.begin() as connection:
+        connection.execute(statement)
     return str(caught.value.orig)
 
 
