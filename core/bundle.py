@@ -53,7 +53,13 @@ from core.canonical import canonical_bytes, sha256_hex
 
 __all__ = [
     "ACCESS_KEYS",
+    "BODY_START",
+    "EVENT_HEAD",
+    "EVENT_MID",
+    "EVENT_TAIL",
     "FORMAT",
+    "HASH_END",
+    "HASH_START",
     "KEYS_FORMAT",
     "VERSION",
     "BundleFormatError",
@@ -69,11 +75,14 @@ FORMAT = "officium-audit-bundle"
 KEYS_FORMAT = "officium-audit-keys"
 VERSION = 1
 
-_EVENT_HEAD = b'{"hash":"'
-_EVENT_MID = b'","event":'
-_EVENT_TAIL = b"}\n"
-_HASH_END = len(_EVENT_HEAD) + 64
-_BODY_START = _HASH_END + len(_EVENT_MID)
+# An event line's fixed layout: EVENT_HEAD, 64 hex digits, EVENT_MID, the canonical
+# bytes, EVENT_TAIL; readers slice it at these offsets.
+EVENT_HEAD = b'{"hash":"'
+EVENT_MID = b'","event":'
+EVENT_TAIL = b"}\n"
+HASH_START = len(EVENT_HEAD)
+HASH_END = HASH_START + 64
+BODY_START = HASH_END + len(EVENT_MID)
 
 
 # The fields of an access-log row that its batch's digest covers (``sealed_by_seq`` names
@@ -116,19 +125,19 @@ def record_line(record: dict[str, Any]) -> bytes:
 
 def event_line(canonical: bytes, digest: str) -> bytes:
     """The line for one event: its stored hash and its exact canonical bytes."""
-    return b"".join((_EVENT_HEAD, digest.encode("ascii"), _EVENT_MID, canonical, _EVENT_TAIL))
+    return b"".join((EVENT_HEAD, digest.encode("ascii"), EVENT_MID, canonical, EVENT_TAIL))
 
 
 def is_event_line(line: bytes) -> bool:
-    return line.startswith(_EVENT_HEAD)
+    return line.startswith(EVENT_HEAD)
 
 
 def split_event_line(line: bytes) -> tuple[str, bytes]:
     """The stored hash and the exact canonical bytes of an event line."""
     if (
-        not line.startswith(_EVENT_HEAD)
-        or line[_HASH_END:_BODY_START] != _EVENT_MID
-        or not line.endswith(_EVENT_TAIL)
+        not line.startswith(EVENT_HEAD)
+        or line[HASH_END:BODY_START] != EVENT_MID
+        or not line.endswith(EVENT_TAIL)
     ):
         raise BundleFormatError("the line is not an event record")
-    return line[len(_EVENT_HEAD) : _HASH_END].decode("ascii"), line[_BODY_START:-2]
+    return line[HASH_START:HASH_END].decode("ascii"), line[BODY_START:-2]

@@ -54,7 +54,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from core import review as rules
 from core.bundle import (
+    BODY_START,
+    EVENT_HEAD,
+    EVENT_MID,
+    EVENT_TAIL,
     FORMAT,
+    HASH_END,
+    HASH_START,
     KEYS_FORMAT,
     VERSION,
     BundleFormatError,
@@ -598,11 +604,6 @@ _PHASES = {
     "end": 7,
 }
 _EVENTS = _PHASES["event"]
-_EVENT_HEAD = b'{"hash":"'
-_HASH_START = len(_EVENT_HEAD)
-_HASH_END = _HASH_START + 64
-_EVENT_MID = b'","event":'
-_BODY_START = _HASH_END + len(_EVENT_MID)
 
 
 @dataclass(slots=True)
@@ -949,13 +950,13 @@ class _Run:
         """One event line: the hot path, kept lean (see the module's rate target)."""
         if self.phase != _EVENTS or self.inclusion_due is not None or self.access_due is not None:
             self.before_event()
-        if line[_HASH_END:_BODY_START] != _EVENT_MID or line[-2:] != b"}\n":
+        if line[HASH_END:BODY_START] != EVENT_MID or line[-2:] != EVENT_TAIL:
             if not line.endswith(b"\n"):
                 raise _Fault(ExitCode.cut_off, "the bundle is cut off in the middle of an event")
             raise _Fault(ExitCode.malformed, f"line {self.lines + 1} is not an event record")
-        data = line[_BODY_START:-2]
+        data = line[BODY_START:-2]
         try:
-            stored = line[_HASH_START:_HASH_END].decode("ascii")
+            stored = line[HASH_START:HASH_END].decode("ascii")
             body = orjson.loads(data)
             seq = body["seq"]
         except (UnicodeDecodeError, orjson.JSONDecodeError, TypeError, KeyError):
@@ -1014,7 +1015,7 @@ class _Run:
 
     def unreadable_event(self, data: bytes, line: bytes) -> None:
         at = self.last_seq + 1 if self.full else None
-        if hashlib.sha256(data).hexdigest().encode() != line[_HASH_START:_HASH_END]:
+        if hashlib.sha256(data).hexdigest().encode() != line[HASH_START:HASH_END]:
             raise _Fault(ExitCode.event_hash, "an event was edited: it hashes otherwise", seq=at)
         if not is_canonical(data):
             raise _Fault(ExitCode.not_canonical, "an event is not canonical JSON", seq=at)
@@ -1505,7 +1506,7 @@ def _jws_kid(token: str) -> str | None:
 def _gap_report(gap: _Gap, rest: Iterator[bytes]) -> _Fault:
     """Deleted or reordered: whether the missing seq turns up later in the file."""
     for line in rest:
-        if not line.startswith(b'{"hash":"'):
+        if not line.startswith(EVENT_HEAD):
             continue
         try:
             seq = orjson.loads(split_event_line(line)[1])["seq"]
@@ -1562,7 +1563,7 @@ def _verify(
     number = 0
     try:
         for number, line in enumerate(stream, 1):  # noqa: B007 (the fault's line)
-            if line[:_HASH_START] == _EVENT_HEAD:
+            if line[:HASH_START] == EVENT_HEAD:
                 event(line)
             else:
                 record(line)
@@ -1596,15 +1597,15 @@ def _faulty_events(path: str) -> Iterator[tuple[int, int | None, ExitCode] | int
         for number, line in enumerate(handle, 1):
             if number % _PROGRESS_EVERY == 0:
                 yield number
-            if line[:_HASH_START] != _EVENT_HEAD or line[-2:] != b"}\n":
+            if line[:HASH_START] != EVENT_HEAD or line[-2:] != EVENT_TAIL:
                 continue
-            data = line[_BODY_START:-2]
+            data = line[BODY_START:-2]
             try:
                 body = orjson.loads(data)
                 seq = body["seq"]
             except (orjson.JSONDecodeError, TypeError, KeyError):
                 continue  # the main pass reports what is wrong with it
-            if hashlib.sha256(data).hexdigest().encode() != line[_HASH_START:_HASH_END]:
+            if hashlib.sha256(data).hexdigest().encode() != line[HASH_START:HASH_END]:
                 yield number, seq if type(seq) is int else None, ExitCode.event_hash
                 return
             if not is_canonical_event(data, body):

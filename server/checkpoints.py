@@ -18,7 +18,6 @@ import base64
 import json
 import logging
 import os
-import secrets
 import threading
 from contextlib import suppress
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from sqlmodel import Session, select
 
 from core import schemas
 from core.errors import Conflict, NotFound
+from core.files import write_atomically
 from core.merkle import ProofError, verify_consistency
 from core.note import Checkpoint as CheckpointBody
 from core.note import NoteKey, sign_note
@@ -227,11 +227,9 @@ def make_checkpoint(
 def pin(db: Database, signer: ServerSigner, settings: Settings, *, now: datetime) -> Checkpoint:
     """A checkpoint covering the trail up to now (made if needed), for an export to rest on."""
     made = make_checkpoint(db, signer, settings, now=now)
-    with db.reading() as session:
-        found = latest(session)
-    if made is None or found is None:
+    if made is None:
         raise NotFound("the audit trail is empty: there is nothing to checkpoint")
-    return found
+    return made
 
 
 # ------------------------------------------------------------------ key rotation
@@ -268,19 +266,7 @@ def _pending_path(path: Path, kid: str) -> Path:
 
 def _write_key_file(path: Path, key: OKPKey) -> None:
     """Write a private key to ``path`` atomically, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(private_key_text(key))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_atomically(path, private_key_text(key).encode("utf-8"), mode=0o600)
 
 
 def _install(pending: Path, path: Path) -> None:

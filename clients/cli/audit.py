@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Iterator
-from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from itertools import islice
@@ -22,6 +19,7 @@ from clients.cli import render
 from clients.cli.names import resolve_document
 from clients.cli.session import Session, client_command, fail
 from core.chain import verify_chain
+from core.files import write_atomically
 from core.schemas import AuditEvent, ChainCheck
 from core.verify import KeyFile, KeyFileError, verify_file
 from core.verify import Report as VerifyReport
@@ -114,18 +112,7 @@ KEYS_FORMAT = "officium-audit-keys"
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` beside ``path`` and rename it into place: never a half-written file."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.new")
-    try:
-        with open(temporary, "x", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_atomically(path, text.encode("utf-8"))
 
 
 OutputOption = Annotated[
